@@ -1,0 +1,46 @@
+"""Actions and capabilities: what a credential may do, as data in one place.
+
+Every gateway route declares the one action it performs; a credential carries a set of
+capabilities, each the name of an action it may perform. Deny by default: an action not in the
+set is refused with `capability_denied`, and an unknown capability name is an error, never
+ignored. (Roles of human users map onto these same actions in the identity issue.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from tenantguard.context import TenantContext
+from tenantguard.errors import CapabilityDenied, RequestInvalid
+
+ACTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "api_keys:manage": "create, rotate and revoke API keys (never wider than one's own)",
+        "api_keys:read": "list API keys (never their secrets)",
+        "audit:read": "read the tenant's audit events",
+        "memory:read": "read memory entries, deleted ones and their versions",
+        "memory:write": "create, change, delete and restore memory entries",
+        "runs:read": "read runs and their events",
+        "runs:write": "start runs and append their events",
+    }
+)
+
+ADMIN_CAPABILITIES = frozenset(ACTIONS)
+
+
+def capability_set(names: Iterable[str]) -> frozenset[str]:
+    """Validate capability names against the allow-list."""
+    chosen = frozenset(names)
+    unknown = chosen - ADMIN_CAPABILITIES
+    if unknown:
+        raise RequestInvalid("The request names a capability that does not exist.")
+    return chosen
+
+
+def require(ctx: TenantContext, action: str) -> None:
+    """Refuse unless `ctx` holds the capability for `action`."""
+    if action not in ACTIONS:  # a programming error: fail closed, loudly
+        raise CapabilityDenied(action, "The action is not known.")
+    if not ctx.allows(action):
+        raise CapabilityDenied(action)

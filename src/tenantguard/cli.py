@@ -1,0 +1,203 @@
+"""The `tenantguard` command: set-up, the gateway, the doctor, tenants, audit, and the demo.
+
+Settings are read once here (`Settings()`), from `TENANTGUARD_*`; flags override them. Every
+command that creates a secret prints it once, on its own line, and has `--json` for scripts.
+Errors print their safe detail and exit non-zero; nothing prints a stack trace at a user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+import typer
+from pydantic import SecretStr, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from tenantguard.audit import verify_tenant
+from tenantguard.clock import SystemClock
+from tenantguard.context import Principal, accept_request_id
+from tenantguard.db import Database, endpoints, migrate
+from tenantguard.db.doctor import DoctorReport, examine
+from tenantguard.db.roles import provision
+from tenantguard.errors import ConfigurationError, TenantGuardError
+from tenantguard.logs import configure_logging
+from tenantguard.settings import Settings
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+)
+db_app = typer.Typer(no_args_is_help=True, help="Database roles and migrations.")
+tenants_app = typer.Typer(no_args_is_help=True, help="Tenants.")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
+app.add_typer(db_app, name="db")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(audit_app, name="audit")
+
+out = Console()
+err = Console(stderr=True)
+_CLI = Principal(type="system", id="cli")
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise ConfigurationError(f"Invalid setting: {fields}.") from exc
+    configure_logging(settings.logging())
+    return settings
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    config = settings.database()
+    with endpoints(config) as found, Database(found.app_url, min_size=1, max_size=2) as db:
+        yield db
+
+
+def print_report(report: DoctorReport, console: Console) -> None:
+    if report.ok:
+        console.print("[green]doctor: no findings[/green] — the database is safe to serve.")
+        return
+    table = Table(title="tenantguard doctor: findings", title_justify="left")
+    for column in ("check", "subject", "problem"):
+        table.add_column(column)
+    for finding in report.findings:
+        table.add_row(finding.check, finding.subject, finding.problem)
+    console.print(table)
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON.")] = False,
+) -> None:
+    """Check the live catalog: RLS on every tenant table, the service role, audit grants,
+    durability. Exits 1 on any finding."""
+    settings = _settings()
+    with _database(settings) as db, db.system_transaction() as tx:
+        report = examine(tx)
+    if as_json:
+        findings = [
+            {"check": f.check, "subject": f.subject, "problem": f.problem} for f in report.findings
+        ]
+        out.print_json(json.dumps({"ok": report.ok, "findings": findings}))
+    else:
+        print_report(report, out)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the gateway. Refuses to start if the doctor has any finding."""
+    import uvicorn  # noqa: PLC0415 (only the server needs it)
+
+    from tenantguard.gateway import create_app  # noqa: PLC0415
+
+    settings = _settings(host=host, port=port)
+    gateway = settings.gateway()
+    uvicorn.run(
+        create_app(settings),
+        host=gateway.host,
+        port=gateway.port,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
+
+
+@app.command()
+def demo(
+    data_root: Annotated[
+        Path | None, typer.Option(help="Keep the demo's data here (default: a fresh temp dir).")
+    ] = None,
+) -> None:
+    """The guided demo: a gateway with two tenants, attacks refused, audit verified."""
+    from tenantguard.demo import run_demo  # noqa: PLC0415
+
+    if not run_demo(data_root=data_root, console=out):
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations as the owner role (idempotent)."""
+    settings = _settings()
+    config = settings.database()
+    with endpoints(config) as found:
+        if found.owner_url is None:
+            raise ConfigurationError("Set TENANTGUARD_DATABASE_OWNER_URL to run migrations.")
+        applied = migrate.upgrade(found.owner_url)
+    for migration in applied:
+        out.print(f"applied {migration.version:04d}_{migration.name}")
+    out.print(f"schema is at version {len(migrate.load_migrations())}")
+
+
+@db_app.command("provision")
+def db_provision(
+    admin_url: Annotated[str, typer.Option(help="A superuser URL, used once, never stored.")],
+    database: Annotated[str, typer.Option(help="The database to create.")] = "tenantguard",
+) -> None:
+    """Create the owner, app and auth roles and the database on an external server."""
+    _settings()
+    provision(SecretStr(admin_url), database)
+    out.print(f"provisioned database {database!r} with roles tenantguard_owner/_app/_auth")
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create a tenant and print its id and admin API key (shown once)."""
+    from tenantguard.data.tenants import create_tenant  # noqa: PLC0415
+
+    settings = _settings()
+    with _database(settings) as db:
+        created = create_tenant(
+            db, name=name, actor=_CLI, request_id=accept_request_id(None), now=SystemClock().now()
+        )
+    if as_json:
+        print(
+            json.dumps({"tenant_id": str(created.tenant_id), "api_key": created.admin_key.secret})
+        )
+        return
+    out.print(f"tenant {created.name!r} created: {created.tenant_id}")
+    out.print("admin API key (shown once; store it now):")
+    print(created.admin_key.secret)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    tenant: Annotated[UUID, typer.Option(help="The tenant whose chain to check.")],
+) -> None:
+    """Recompute a tenant's audit hash chain in the database; exit 1 at the first bad entry."""
+    settings = _settings()
+    with _database(settings) as db, db.tenant_transaction(tenant) as tx:
+        verdict = verify_tenant(tx, tenant_id=tenant)
+    if verdict.ok:
+        out.print(
+            f"[green]audit chain intact[/green]: {verdict.checked} events, "
+            f"head {verdict.head.hex()[:16]}…"
+        )
+        return
+    err.print(f"[red]audit chain broken[/red] at seq {verdict.first_bad_seq}: {verdict.problem}")
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except TenantGuardError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        sys.exit(2)

@@ -1,0 +1,53 @@
+"""Who is acting, for which tenant: the values every gate and handler receives.
+
+A `TenantContext` is built once per request by authentication and passed explicitly; nothing
+reads a tenant from a global. The only contextvar is the request id, bound at the edge so that
+log lines carry it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+# The platform realm: events that concern no tenant (an unknown key, say) chain here.
+PLATFORM_TENANT_ID = UUID(int=0)
+
+ActorType = Literal["api_key", "user", "operator", "agent", "system", "anonymous"]
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def accept_request_id(candidate: str | None) -> str:
+    """Return `candidate` if it is a well-formed request id, else a fresh random one.
+
+    Well-formed: 1..128 characters of `[A-Za-z0-9._:-]`, starting with a letter or digit, so a
+    request id can never inject into a log line, a header or an audit record.
+    """
+    if candidate is not None and _REQUEST_ID.fullmatch(candidate):
+        return candidate
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated actor: its type and stable id (an API key id, a user id, ...)."""
+
+    type: ActorType
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TenantContext:
+    """The tenant a request acts for, who acts, and what it may do."""
+
+    tenant_id: UUID
+    principal: Principal
+    capabilities: frozenset[str]
+    request_id: str
+
+    def allows(self, capability: str) -> bool:
+        return capability in self.capabilities

@@ -1,0 +1,128 @@
+"""The service's connection pool and the one place that sets the tenant context.
+
+Autocommit connections, explicit transactions, and a transaction-local
+`set_config('app.tenant_id', ..., true)`: the context dies with the transaction, and the pool's
+reset (`DISCARD ALL` but for prepared statements) clears any session state before a connection
+is handed out again. So a tenant context can never leak from one checkout to the next.
+
+Driver exceptions are translated once, here (`map_db_errors`): callers see `TenantGuardError`s
+with safe details, never SQL, a constraint name or a value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from uuid import UUID
+
+import psycopg
+import structlog
+from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import SecretStr
+
+from tenantguard.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    InternalError,
+    NotFound,
+    RequestInvalid,
+    TenantGuardError,
+)
+
+Connection = psycopg.Connection[TupleRow]
+
+_log = structlog.get_logger("tenantguard.db")
+
+
+def set_tenant(conn: Connection, tenant_id: UUID) -> None:
+    """Bind `conn`'s current transaction to `tenant_id`. The only statement that does.
+
+    Transaction-local (`is_local = true`). A Citus deployment that needs `SET LOCAL` changes
+    this function and nothing else.
+    """
+    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+
+
+@contextlib.contextmanager
+def map_db_errors() -> Iterator[None]:
+    """Translate psycopg exceptions into tenantguard errors with safe details."""
+    try:
+        yield
+    except TenantGuardError:
+        raise
+    except pg_errors.UniqueViolation as exc:
+        raise Conflict("A resource with these values already exists.") from exc
+    except pg_errors.ForeignKeyViolation as exc:
+        # Pointing at a row of another tenant looks exactly like pointing at nothing.
+        raise NotFound("A referenced resource does not exist.") from exc
+    except (pg_errors.CheckViolation, pg_errors.NotNullViolation) as exc:
+        raise RequestInvalid("A value is out of the allowed range.") from exc
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        _log.error("db.unavailable", error_type=type(exc).__name__)
+        raise DatabaseUnavailable() from exc
+    except psycopg.Error as exc:
+        _log.error("db.error", error_type=type(exc).__name__, sqlstate=exc.sqlstate)
+        raise InternalError() from exc
+
+
+# DISCARD ALL without its DEALLOCATE ALL: psycopg keeps track of the statements it prepared,
+# and dropping them behind its back breaks the next use. Prepared statements carry no tenant
+# state (the tenant is a transaction-local setting); everything else a session can hold goes.
+_RESET = (
+    b"CLOSE ALL; RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();"
+    b" DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES;"
+)
+
+
+def _reset(conn: Connection) -> None:
+    conn.execute(_RESET)
+
+
+class Database:
+    """A pool of `tenantguard_app` connections; transactions with or without a tenant."""
+
+    def __init__(self, app_url: SecretStr, *, min_size: int = 1, max_size: int = 10) -> None:
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
+            app_url.get_secret_value(),
+            kwargs={"autocommit": True},
+            min_size=min_size,
+            max_size=max_size,
+            reset=_reset,
+            check=ConnectionPool.check_connection,
+            open=False,
+            timeout=10.0,
+            name="tenantguard",
+        )
+
+    def open(self) -> None:
+        with map_db_errors():
+            self._pool.open(wait=True, timeout=15.0)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> Database:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def tenant_transaction(self, tenant_id: UUID) -> Iterator[Connection]:
+        """A transaction bound to `tenant_id`: RLS shows and accepts that tenant's rows only.
+
+        It commits when the block ends without an exception, before the caller answers: an
+        action is acknowledged only once its writes (and its audit event) are durable.
+        """
+        with map_db_errors(), self._pool.connection() as conn, conn.transaction():
+            set_tenant(conn, tenant_id)
+            yield conn
+
+    @contextlib.contextmanager
+    def system_transaction(self) -> Iterator[Connection]:
+        """A transaction with no tenant context: tenant tables show zero rows, refuse writes."""
+        with map_db_errors(), self._pool.connection() as conn, conn.transaction():
+            yield conn

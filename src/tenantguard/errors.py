@@ -1,0 +1,155 @@
+"""The error tree of tenantguard.
+
+Every failure a caller can see is a `TenantGuardError`. Each subclass carries, as class
+attributes, what the gateway needs to render it as an RFC 9457 problem document: a stable
+`type` URI, a `title`, an HTTP `status` and a short machine `code`. The gateway has exactly one
+handler that renders any of them; nothing else builds problem documents.
+
+`detail` is always safe text chosen by us. It never carries an exception message, SQL, a
+constraint name or input that failed validation. The specific reason of an authentication
+failure goes to the audit (`reason`), never outward: all of them render the same 401.
+
+    TenantGuardError
+    ├── InvalidCredentials          401  bad, expired, revoked or malformed credential
+    ├── CapabilityDenied            403  the credential lacks the capability the action needs
+    ├── NotFound                    404  absent, or belongs to another tenant: the same answer
+    ├── MethodNotAllowed            405
+    ├── Conflict                    409  state conflict (version mismatch, duplicate key, ...)
+    ├── RequestInvalid              422  the request does not match the schema
+    ├── RateLimited                 429
+    ├── InternalError               500  anything unexpected; details only in the logs
+    ├── ServiceUnavailable          503  a dependency cannot be reached: fail closed
+    │   ├── DatabaseUnavailable
+    │   └── AuditUnavailable        the audit write failed, so the action failed
+    └── ConfigurationError          500  refuses to start: bad settings, doctor findings
+        ├── DoctorFailed
+        └── MigrationsPending
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+from uuid import UUID
+
+PROBLEM_TYPE_BASE = "https://tenantguard.dev/problems/"
+
+
+class TenantGuardError(Exception):
+    """Base of every tenantguard error; renders as one problem document."""
+
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+    status: ClassVar[int] = 500
+    default_detail: ClassVar[str] = "The request could not be completed."
+
+    def __init__(self, detail: str | None = None) -> None:
+        # `detail` is shown to the caller: pass only text written for that purpose.
+        self.detail = detail if detail is not None else self.default_detail
+        super().__init__(self.detail)
+
+    @classmethod
+    def type_uri(cls) -> str:
+        return PROBLEM_TYPE_BASE + cls.code.replace("_", "-")
+
+
+class InvalidCredentials(TenantGuardError):
+    code = "invalid_credentials"
+    title = "Invalid credentials"
+    status = 401
+    default_detail = "The credentials are missing or not valid."
+
+    def __init__(
+        self, reason: str, *, tenant_id: UUID | None = None, credential_id: str = ""
+    ) -> None:
+        # The reason and the credential it concerns are for the audit only; the caller always
+        # sees the default detail.
+        super().__init__()
+        self.reason = reason
+        self.tenant_id = tenant_id
+        self.credential_id = credential_id
+
+
+class CapabilityDenied(TenantGuardError):
+    code = "capability_denied"
+    title = "Capability denied"
+    status = 403
+    default_detail = "The credential does not grant the capability this action needs."
+
+    def __init__(self, capability: str, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.capability = capability
+
+
+class NotFound(TenantGuardError):
+    code = "not_found"
+    title = "Not found"
+    status = 404
+    default_detail = "The resource does not exist."
+
+
+class MethodNotAllowed(TenantGuardError):
+    code = "method_not_allowed"
+    title = "Method not allowed"
+    status = 405
+    default_detail = "The method is not allowed on this resource."
+
+
+class Conflict(TenantGuardError):
+    code = "conflict"
+    title = "Conflict"
+    status = 409
+    default_detail = "The request conflicts with the current state of the resource."
+
+
+class RequestInvalid(TenantGuardError):
+    code = "request_invalid"
+    title = "Request invalid"
+    status = 422
+    default_detail = "The request does not match the expected schema."
+
+
+class RateLimited(TenantGuardError):
+    code = "rate_limited"
+    title = "Too many requests"
+    status = 429
+    default_detail = "Too many requests; retry later."
+
+
+class InternalError(TenantGuardError):
+    pass
+
+
+class ServiceUnavailable(TenantGuardError):
+    code = "service_unavailable"
+    title = "Service unavailable"
+    status = 503
+    default_detail = "A dependency is unavailable; the request was refused."
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    title = "Database unavailable"
+
+
+class AuditUnavailable(ServiceUnavailable):
+    code = "audit_unavailable"
+    title = "Audit unavailable"
+    default_detail = "The audit event could not be recorded, so the action was not performed."
+
+
+class ConfigurationError(TenantGuardError):
+    code = "configuration_error"
+    title = "Configuration error"
+    default_detail = "tenantguard is not configured safely; see the logs."
+
+
+class DoctorFailed(ConfigurationError):
+    code = "doctor_failed"
+    title = "Safety checks failed"
+    default_detail = "The database fails tenantguard's safety checks; run `tenantguard doctor`."
+
+
+class MigrationsPending(ConfigurationError):
+    code = "migrations_pending"
+    title = "Migrations pending"
+    default_detail = "The database schema is behind; run `tenantguard db upgrade`."

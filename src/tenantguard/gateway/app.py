@@ -1,0 +1,79 @@
+"""`create_app(settings)`: the gateway, assembled in one place.
+
+The lifespan resolves the database (embedded or external), runs the doctor on the service's
+own connection, and refuses to serve on any finding (`DoctorFailed`). Middleware, outermost
+first: request id and access log, then the body limit; then FastAPI's routing with the one
+problem handler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+
+from tenantguard.clock import Clock, SystemClock
+from tenantguard.db import Database, endpoints
+from tenantguard.db.doctor import examine
+from tenantguard.errors import DoctorFailed
+from tenantguard.gateway import problems
+from tenantguard.gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from tenantguard.gateway.routes import apikeys, audit, health, memory, runs
+from tenantguard.gateway.runtime import Runtime
+from tenantguard.settings import Settings
+
+MAX_BODY_BYTES = 1_048_576
+_log = structlog.get_logger("tenantguard.gateway")
+
+
+def create_app(
+    settings: Settings, *, database: Database | None = None, clock: Clock | None = None
+) -> FastAPI:
+    """Build the gateway. With `database`, use that pool (the caller owns it); otherwise open
+    the one `settings` describe, for the lifetime of the app."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with contextlib.ExitStack() as stack:
+            db = database
+            if db is None:
+                config = settings.database()
+                found = stack.enter_context(endpoints(config))
+                db = stack.enter_context(
+                    Database(found.app_url, min_size=config.pool_min, max_size=config.pool_max)
+                )
+            with db.system_transaction() as tx:
+                report = examine(tx)
+            if not report.ok:
+                for finding in report.findings:
+                    _log.error(
+                        "doctor.finding",
+                        check=finding.check,
+                        subject=finding.subject,
+                        problem=finding.problem,
+                    )
+                raise DoctorFailed()
+            app.state.runtime = Runtime(
+                db=db, clock=clock or SystemClock(), config=settings.gateway()
+            )
+            _log.info("gateway.ready", mode=settings.deployment_mode)
+            yield
+            app.state.runtime = None
+
+    app = FastAPI(
+        title="tenantguard",
+        summary="The security kernel for multi-tenant AI agent platforms",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    problems.install(app)
+    for router in (health.router, apikeys.router, memory.router, runs.router, audit.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost
+    return app

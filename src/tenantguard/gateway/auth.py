@@ -1,0 +1,101 @@
+"""Authentication and authorisation of a request: the `Authorize(action)` dependency.
+
+Every `/api` route declares, through `Authorize`, the one action it performs. The dependency
+reads `Authorization: Bearer <api key>`, resolves it (one opaque 401 for every failure, the
+reason kept for the audit), builds the `TenantContext`, and refuses with `capability_denied`
+unless the key holds the action's capability. Failures and denials are audited before the
+error is answered; if that audit write fails, the request fails with 503.
+"""
+
+from __future__ import annotations
+
+import structlog
+from starlette.requests import Request
+
+from tenantguard.audit.store import AuditRecord, append, record_action
+from tenantguard.authz import ACTIONS
+from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
+from tenantguard.errors import CapabilityDenied, InvalidCredentials
+from tenantguard.gateway.runtime import Runtime, request_id, runtime
+from tenantguard.identity import keystore
+
+_log = structlog.get_logger("tenantguard.auth")
+_ANONYMOUS = Principal(type="anonymous", id="")
+
+
+def bearer_credential(header: str | None) -> str:
+    if header is None:
+        raise InvalidCredentials("missing")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential or " " in credential.strip():
+        raise InvalidCredentials("malformed")
+    return credential.strip()
+
+
+class Authorize:
+    """A route dependency: authenticate, then require the capability for `action`."""
+
+    def __init__(self, action: str) -> None:
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")  # at import: a route names a typo
+        self.action = action
+
+    def __call__(self, request: Request) -> TenantContext:
+        rt = runtime(request)
+        rid = request_id(request)
+        now = rt.clock.now()
+        try:
+            presented = bearer_credential(request.headers.get("authorization"))
+            with rt.db.system_transaction() as tx:
+                resolved = keystore.resolve(tx, presented, now=now)
+        except InvalidCredentials as exc:
+            _record_failure(rt, exc, rid=rid, action=self.action)
+            raise
+        ctx = TenantContext(
+            tenant_id=resolved.tenant_id,
+            principal=Principal(type="api_key", id=str(resolved.key_id)),
+            capabilities=resolved.capabilities,
+            request_id=rid,
+        )
+        allowed = ctx.allows(self.action)
+        if resolved.needs_touch or not allowed:
+            with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+                if resolved.needs_touch:
+                    keystore.touch(tx, ctx.tenant_id, resolved.key_id, now=now)
+                if not allowed:
+                    record_action(
+                        tx,
+                        ctx,
+                        action=self.action,
+                        outcome="denied",
+                        reason="capability_missing",
+                        target_type="route",
+                        target_id=request.url.path,
+                        now=now,
+                    )
+        if not allowed:
+            raise CapabilityDenied(self.action)
+        return ctx
+
+
+def _record_failure(rt: Runtime, exc: InvalidCredentials, *, rid: str, action: str) -> None:
+    """Audit an authentication failure: in the key's tenant if the key is known, else in the
+    platform chain. The outward answer stays the same 401 either way."""
+    tenant = exc.tenant_id or PLATFORM_TENANT_ID
+    _log.info("auth.failed", reason=exc.reason)
+    with rt.db.tenant_transaction(tenant) as tx:
+        append(
+            tx,
+            tenant_id=tenant,
+            request_id=rid,
+            now=rt.clock.now(),
+            record=AuditRecord(
+                action="auth.authenticate",
+                outcome="failure",
+                actor=_ANONYMOUS,
+                reason=exc.reason,
+                target_type="api_key" if exc.credential_id else "",
+                target_id=exc.credential_id,
+                payload={"for_action": action},
+            ),
+        )

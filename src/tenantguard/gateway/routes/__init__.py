@@ -1,0 +1,1 @@
+"""The gateway's routers. Every `/api` route depends on `Authorize(action)`."""

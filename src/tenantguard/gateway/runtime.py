@@ -1,0 +1,31 @@
+"""What the gateway's handlers share: the database, the clock, the deployment config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from tenantguard.clock import Clock
+from tenantguard.db.pool import Database
+from tenantguard.errors import ServiceUnavailable
+from tenantguard.settings import GatewayConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    db: Database
+    clock: Clock
+    config: GatewayConfig
+
+
+def runtime(request: Request) -> Runtime:
+    found = getattr(request.app.state, "runtime", None)
+    if not isinstance(found, Runtime):  # the lifespan did not finish: refuse, don't guess
+        raise ServiceUnavailable()
+    return found
+
+
+def request_id(request: Request) -> str:
+    value = request.scope.get("state", {}).get("request_id")
+    return value if isinstance(value, str) else "unknown"

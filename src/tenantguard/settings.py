@@ -1,0 +1,80 @@
+"""Settings: read once from `TENANTGUARD_*`, then sliced into small frozen configs.
+
+Only `create_app()` and the CLI construct `Settings`; every control receives the slice it needs
+(`DatabaseConfig`, `GatewayConfig`, `LogConfig`), never the whole object and never the
+environment. Secrets (database URLs carry passwords) are `SecretStr` until the adapter uses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DeploymentMode = Literal["saas", "self_hosted"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """Where the data lives. `app_url` None means: start the embedded server under `pg_dir`."""
+
+    pg_dir: Path
+    app_url: SecretStr | None
+    owner_url: SecretStr | None
+    pool_min: int
+    pool_max: int
+
+    @property
+    def embedded(self) -> bool:
+        return self.app_url is None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    host: str
+    port: int
+    deployment_mode: DeploymentMode
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: LogLevel
+    json: bool
+
+
+class Settings(BaseSettings):
+    """Every setting of tenantguard, from `TENANTGUARD_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TENANTGUARD_", frozen=True, extra="forbid")
+
+    deployment_mode: DeploymentMode = "saas"
+    data_root: Path = Path(".tenantguard")
+    # The service's own connection (role tenantguard_app). Unset: the embedded server.
+    database_url: SecretStr | None = None
+    # The migration connection (role tenantguard_owner); used only by `db upgrade`.
+    database_owner_url: SecretStr | None = None
+    database_pool_min: int = Field(default=1, ge=1, le=100)
+    database_pool_max: int = Field(default=10, ge=1, le=200)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    log_level: LogLevel = "info"
+    log_json: bool = True
+
+    def database(self) -> DatabaseConfig:
+        return DatabaseConfig(
+            pg_dir=self.data_root / "pg",
+            app_url=self.database_url,
+            owner_url=self.database_owner_url,
+            pool_min=self.database_pool_min,
+            pool_max=max(self.database_pool_min, self.database_pool_max),
+        )
+
+    def gateway(self) -> GatewayConfig:
+        return GatewayConfig(host=self.host, port=self.port, deployment_mode=self.deployment_mode)
+
+    def logging(self) -> LogConfig:
+        return LogConfig(level=self.log_level, json=self.log_json)

@@ -1,0 +1,97 @@
+"""Fixtures: every database test runs against the embedded server, and also against an
+external server when TENANTGUARD_TEST_DATABASE_URL (an administrator URL) is set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from tenantguard.context import Principal
+from tenantguard.data.tenants import NewTenant, create_tenant
+from tenantguard.db import Database
+from tenantguard.gateway import create_app
+from tenantguard.settings import Settings
+from tenantguard.testing import (
+    FakeClock,
+    TestDatabase,
+    embedded_test_database,
+    external_test_database,
+)
+
+EXTERNAL_URL = os.environ.get("TENANTGUARD_TEST_DATABASE_URL")
+BACKENDS = ["embedded", *(["external"] if EXTERNAL_URL else [])]
+TEST_ACTOR = Principal(type="system", id="tests")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def pg(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestDatabase]:
+    if request.param == "embedded":
+        with embedded_test_database(tmp_path_factory.mktemp("embedded") / "pg") as found:
+            yield found
+    else:
+        assert EXTERNAL_URL is not None
+        with external_test_database(SecretStr(EXTERNAL_URL)) as found:
+            yield found
+
+
+@pytest.fixture(scope="session")
+def db(pg: TestDatabase) -> Iterator[Database]:
+    with Database(pg.app_url, min_size=1, max_size=8) as database:
+        yield database
+
+
+@pytest.fixture
+def owner_conn(pg: TestDatabase) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_tenant(db: Database, clock: FakeClock) -> Callable[[str], NewTenant]:
+    def make(name: str = "tenant") -> NewTenant:
+        return create_tenant(db, name=name, actor=TEST_ACTOR, request_id="tests", now=clock.now())
+
+    return make
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_root=tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database, clock: FakeClock) -> FastAPI:
+    return create_app(settings, database=db, clock=clock)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def as_tenant(
+    client: TestClient, make_tenant: Callable[[str], NewTenant]
+) -> Callable[[str], tuple[NewTenant, dict[str, str]]]:
+    """A new tenant and the Authorization header of its admin key."""
+
+    def make(name: str = "tenant") -> tuple[NewTenant, dict[str, str]]:
+        tenant = make_tenant(name)
+        return tenant, {"Authorization": f"Bearer {tenant.admin_key.secret}"}
+
+    return make
