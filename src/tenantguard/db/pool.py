@@ -83,7 +83,16 @@ def _reset(conn: Connection) -> None:
 class Database:
     """A pool of `tenantguard_app` connections; transactions with or without a tenant."""
 
-    def __init__(self, app_url: SecretStr, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        app_url: SecretStr,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        checkout_timeout: float = 10.0,
+        open_timeout: float = 15.0,
+    ) -> None:
+        self._open_timeout = open_timeout
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             app_url.get_secret_value(),
             kwargs={"autocommit": True},
@@ -92,13 +101,13 @@ class Database:
             reset=_reset,
             check=ConnectionPool.check_connection,
             open=False,
-            timeout=10.0,
+            timeout=checkout_timeout,
             name="tenantguard",
         )
 
     def open(self) -> None:
         with map_db_errors():
-            self._pool.open(wait=True, timeout=15.0)
+            self._pool.open(wait=True, timeout=self._open_timeout)
 
     def close(self) -> None:
         self._pool.close()

@@ -9,7 +9,13 @@ error is answered; if that audit write fails, the request fails with 503.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import structlog
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import Request
 
 from tenantguard.audit.store import AuditRecord, append, record_action
@@ -78,6 +84,32 @@ class Authorize:
         return ctx
 
 
+@contextlib.contextmanager
+def denials_audited(
+    rt: Runtime, ctx: TenantContext, *, action: str, target_type: str, target_id: str = ""
+) -> Iterator[None]:
+    """Record a `CapabilityDenied` raised in the block, then re-raise it.
+
+    The block's own transaction rolled back with the denial, so the record is written in a
+    transaction of its own: a refused escalation leaves a trace.
+    """
+    try:
+        yield
+    except CapabilityDenied as exc:
+        with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+            record_action(
+                tx,
+                ctx,
+                action=action,
+                outcome="denied",
+                reason=f"capability_missing:{exc.capability}",
+                target_type=target_type,
+                target_id=target_id,
+                now=rt.clock.now(),
+            )
+        raise
+
+
 def _record_failure(rt: Runtime, exc: InvalidCredentials, *, rid: str, action: str) -> None:
     """Audit an authentication failure: in the key's tenant if the key is known, else in the
     platform chain. The outward answer stays the same 401 either way."""
@@ -99,3 +131,35 @@ def _record_failure(rt: Runtime, exc: InvalidCredentials, *, rid: str, action: s
                 payload={"for_action": action},
             ),
         )
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Operation:
+    """One method on one path of the gateway, and the actions it declares."""
+
+    method: str
+    path: str
+    actions: tuple[str, ...]
+
+
+def operations(app: FastAPI) -> list[Operation]:
+    """Every method of every route, with its declared actions. The security suites enumerate
+    this (and check it against the OpenAPI document) instead of keeping a hand list."""
+    found: list[Operation] = []
+    for context in iter_route_contexts(app.routes):
+        route = context.route
+        if not isinstance(route, APIRoute):
+            continue
+        declared: list[str] = []
+        pending = list(route.dependant.dependencies)
+        while pending:
+            dependant = pending.pop()
+            if isinstance(dependant.call, Authorize):
+                declared.append(dependant.call.action)
+            pending.extend(dependant.dependencies)
+        found.extend(
+            Operation(method, context.path or route.path, tuple(sorted(declared)))
+            for method in context.methods or ()
+            if method != "HEAD"
+        )
+    return sorted(found)

@@ -109,7 +109,7 @@ def _within_scope(ctx: TenantContext, capabilities: frozenset[str]) -> None:
     wider = capabilities - ctx.capabilities
     if wider:
         raise CapabilityDenied(
-            sorted(wider)[0], "A key cannot grant capabilities its creator does not hold."
+            sorted(wider)[0], "A key cannot act on capabilities it does not hold itself."
         )
 
 
@@ -164,7 +164,10 @@ def get_key(conn: Connection, tenant_id: UUID, key_id: UUID, *, lock: bool = Fal
 
 
 def revoke_key(conn: Connection, ctx: TenantContext, key_id: UUID, *, now: datetime) -> None:
+    """Revoke a key. A key may revoke itself or a key no stronger than itself: otherwise a
+    narrow key holding `api_keys:manage` could lock the tenant's admin out."""
     info = get_key(conn, ctx.tenant_id, key_id, lock=True)
+    _within_scope(ctx, frozenset(info.capabilities))
     if info.revoked_at is not None:
         raise Conflict("The key is already revoked.")
     conn.execute(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tenantguard.context import TenantContext
-from tenantguard.gateway.auth import Authorize
+from tenantguard.gateway.auth import Authorize, denials_audited
 from tenantguard.gateway.runtime import runtime
 from tenantguard.identity import keystore
 
@@ -86,7 +86,10 @@ def create_key(
     lifetime = (
         timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds is not None else None
     )
-    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+    with (
+        denials_audited(rt, ctx, action="api_key.create", target_type="api_key"),
+        rt.db.tenant_transaction(ctx.tenant_id) as tx,
+    ):
         issued = keystore.create_key(
             tx,
             ctx,
@@ -110,7 +113,10 @@ def rotate_key(
     id: UUID, body: ApiKeyRotate, ctx: Manage, request: Request, response: Response
 ) -> ApiKeyIssued:
     rt = runtime(request)
-    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+    with (
+        denials_audited(rt, ctx, action="api_key.rotate", target_type="api_key", target_id=str(id)),
+        rt.db.tenant_transaction(ctx.tenant_id) as tx,
+    ):
         issued = keystore.rotate_key(
             tx, ctx, id, grace=timedelta(seconds=body.grace_seconds), now=rt.clock.now()
         )
@@ -121,6 +127,9 @@ def rotate_key(
 @router.delete("/{id}", status_code=204)
 def revoke_key(id: UUID, ctx: Manage, request: Request) -> Response:
     rt = runtime(request)
-    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+    with (
+        denials_audited(rt, ctx, action="api_key.revoke", target_type="api_key", target_id=str(id)),
+        rt.db.tenant_transaction(ctx.tenant_id) as tx,
+    ):
         keystore.revoke_key(tx, ctx, id, now=rt.clock.now())
     return Response(status_code=204)

@@ -1,0 +1,79 @@
+"""The pool and the tenant context: nothing survives a transaction or a checkout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+from pydantic import SecretStr
+
+from tenantguard.db import Database, migrate
+from tenantguard.errors import Conflict, DatabaseUnavailable
+from tenantguard.testing import TestDatabase
+
+
+@pytest.fixture
+def single(pg: TestDatabase) -> Iterator[Database]:
+    """A pool of exactly one connection, so every checkout reuses it."""
+    with Database(pg.app_url, min_size=1, max_size=1) as db:
+        yield db
+
+
+def _context(db: Database) -> object:
+    with db.system_transaction() as tx:
+        row = tx.execute("SELECT current_setting('app.tenant_id', true)").fetchone()
+    return None if row is None else row[0]
+
+
+def test_tenant_context_ends_with_its_transaction(single: Database) -> None:
+    """The next transaction on the same connection has no tenant."""
+    tenant = uuid4()
+    with single.tenant_transaction(tenant) as tx:
+        row = tx.execute("SELECT tenantguard.current_tenant()").fetchone()
+        assert row == (tenant,)
+    assert _context(single) in (None, "")
+
+
+def test_session_state_does_not_survive_a_checkout(single: Database) -> None:
+    """Even a session-level setting (as a bug or an attack would leave) is reset."""
+    with single._pool.connection() as conn:  # reaching under the API on purpose
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(uuid4()),))
+        conn.execute("SET statement_timeout = '1ms'")
+    assert _context(single) in (None, "")
+    with single.system_transaction() as tx:
+        assert tx.execute("SHOW statement_timeout").fetchone() != ("1ms",)
+
+
+def test_prepared_statements_survive_the_reset(single: Database) -> None:
+    """Repeating a query past psycopg's prepare threshold across checkouts keeps working."""
+    for _ in range(12):
+        with single.system_transaction() as tx:
+            assert tx.execute("SELECT count(*) FROM tenantguard.runs").fetchone() == (0,)
+
+
+def test_driver_errors_are_translated(single: Database) -> None:
+    """A unique violation is a Conflict, with no SQL or constraint name in its detail."""
+    tenant = uuid4()
+    twice = (
+        "INSERT INTO tenantguard.tenants (tenant_id, name) VALUES (%(t)s, 'x');"
+        " INSERT INTO tenantguard.tenants (tenant_id, name) VALUES (%(t)s, 'x')"
+    )
+    with pytest.raises(Conflict) as caught, single.tenant_transaction(tenant) as tx:
+        tx.execute(twice, {"t": tenant})
+    assert "tenants" not in caught.value.detail
+    assert "pkey" not in caught.value.detail
+
+
+def test_unreachable_database_fails_closed() -> None:
+    """No server: a typed DatabaseUnavailable, not a hang or a raw driver error."""
+    url = SecretStr("postgresql://tenantguard_app@127.0.0.1:1/nowhere?connect_timeout=1")
+    db = Database(url, min_size=1, max_size=1, open_timeout=1.0)
+    with pytest.raises(DatabaseUnavailable):
+        db.open()
+    db.close()
+
+
+def test_upgrade_is_idempotent(pg: TestDatabase) -> None:
+    """Running the migrations again applies nothing."""
+    assert migrate.upgrade(pg.owner_url) == ()

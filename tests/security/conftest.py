@@ -1,0 +1,113 @@
+"""The security suites' world: two tenants, A's resources, and the gateway's operations found by
+enumeration (never a hand list). A new route is covered automatically; a route with a path
+parameter whose resource the world cannot provide fails the suite until it is added here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tenantguard.data.tenants import NewTenant
+from tenantguard.gateway import create_app
+from tenantguard.gateway.auth import Operation, operations
+from tenantguard.settings import Settings
+
+_APP = create_app(Settings(data_root=Path("/nonexistent")))  # never started: only enumerated
+OPERATIONS = operations(_APP)
+OPENAPI: dict[str, Any] = _APP.openapi()
+API_OPERATIONS = [op for op in OPERATIONS if op.path.startswith("/api/")]
+# Routes anyone may call. Adding a public route means adding it here, on purpose.
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
+
+
+def op_id(op: Operation) -> str:
+    return f"{op.method} {op.path}"
+
+
+def example_body(op: Operation) -> dict[str, Any] | None:
+    """The first example of the operation's request model (every model must have one)."""
+    spec = OPENAPI["paths"][op.path][op.method.lower()]
+    body = spec.get("requestBody")
+    if body is None:
+        return None
+    ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    examples = OPENAPI["components"]["schemas"][ref].get("examples")
+    assert examples, f"{op_id(op)}: request model {ref} has no example; add one"
+    return dict(examples[0])
+
+
+@dataclass
+class World:
+    a: NewTenant
+    b: NewTenant
+    resources: dict[str, str]  # path prefix -> one of A's ids there
+    marker: str  # a string only A's data contains
+
+    @staticmethod
+    def headers(tenant: NewTenant) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tenant.admin_key.secret}"}
+
+    def fill(self, path: str, *, resource_id: str | None = None) -> str:
+        """`path` with its `{id}` set to A's resource under the longest matching prefix."""
+        params = re.findall(r"{([^}]+)}", path)
+        if not params:
+            return path
+        assert params == ["id"], f"{path}: only {{id}} path parameters are modelled"
+        owners = [prefix for prefix in self.resources if path.startswith(prefix + "/")]
+        assert owners, f"{path}: no resource of tenant A in the world for this route; add one"
+        chosen = resource_id or self.resources[max(owners, key=len)]
+        return path.replace("{id}", chosen)
+
+    def a_traces(self) -> list[str]:
+        """Strings that must never appear in anything tenant B receives."""
+        return [
+            str(self.a.tenant_id),
+            self.marker,
+            *self.resources.values(),
+            self.a.admin_key.info.display_prefix,
+        ]
+
+
+def snapshot(client: TestClient, world: World) -> dict[str, Any]:
+    """Everything of A's that B's requests could change, as A sees it."""
+    h = World.headers(world.a)
+    memory_id = world.resources["/api/memory"]
+    run_id = world.resources["/api/runs"]
+    keys = client.get("/api/api-keys", headers=h).json()
+    return {
+        "memory": client.get("/api/memory?include_deleted=true", headers=h).json(),
+        "versions": client.get(f"/api/memory/{memory_id}/versions", headers=h).json(),
+        "run": client.get(f"/api/runs/{run_id}", headers=h).json(),
+        "events": client.get(f"/api/runs/{run_id}/events", headers=h).json(),
+        "keys": [{k: v for k, v in key.items() if k != "last_used_at"} for key in keys],
+    }
+
+
+@pytest.fixture
+def world(client: TestClient, make_tenant: Callable[[str], NewTenant]) -> World:
+    a, b = make_tenant("A"), make_tenant("B")
+    h = World.headers(a)
+    marker = f"only-in-A-{a.tenant_id.hex[:8]}"
+    entry = client.post("/api/memory", json={"key": "a-key", "content": marker}, headers=h)
+    run = client.post("/api/runs", json={"agent": "a-agent", "input": {"m": marker}}, headers=h)
+    client.post(f"/api/runs/{run.json()['id']}/events", json={"type": "a", "data": {}}, headers=h)
+    key = client.post(
+        "/api/api-keys", json={"name": "a-extra", "capabilities": ["memory:read"]}, headers=h
+    )
+    assert entry.status_code == run.status_code == key.status_code == 201
+    return World(
+        a=a,
+        b=b,
+        marker=marker,
+        resources={
+            "/api/memory": entry.json()["id"],
+            "/api/runs": run.json()["id"],
+            "/api/api-keys": key.json()["id"],
+        },
+    )

@@ -1,0 +1,165 @@
+"""Row-level security over the live catalog: every tenant table, found by enumeration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from uuid import uuid4
+
+import psycopg
+import pytest
+from psycopg import errors as pg_errors
+
+from tenantguard.context import Principal, TenantContext
+from tenantguard.data import memory, runs
+from tenantguard.data.tenants import NewTenant
+from tenantguard.db import Database
+from tenantguard.db.doctor import TENANT_PREDICATE
+from tenantguard.errors import InternalError
+from tenantguard.testing import FakeClock, TestDatabase
+
+Conn = psycopg.Connection[tuple[object, ...]]
+CORE_TABLES = {
+    "tenants",
+    "api_keys",
+    "memory_entries",
+    "memory_versions",
+    "runs",
+    "run_events",
+    "audit_events",
+}
+
+
+def tenant_tables(conn: Conn) -> list[str]:
+    rows = conn.execute(
+        """
+        SELECT c.relname FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+        WHERE c.relkind IN ('r', 'p') AND n.nspname = 'tenantguard' ORDER BY 1
+        """
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@pytest.fixture
+def app_conn(pg: TestDatabase) -> Iterator[Conn]:
+    """A raw connection as the service role, outside the pool: no tenant context at all."""
+    with psycopg.connect(pg.app_url.get_secret_value(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def populated(db: Database, make_tenant: Callable[[str], NewTenant], clock: FakeClock) -> NewTenant:
+    """A tenant with a row in every core table."""
+    tenant = make_tenant("populated")
+    ctx = TenantContext(tenant.tenant_id, Principal("system", "tests"), frozenset(), "rls")
+    with db.tenant_transaction(tenant.tenant_id) as tx:
+        memory.create(tx, ctx, key="k", content="c", now=clock.now())
+        run = runs.create_run(tx, ctx, agent="a", input={}, now=clock.now())
+        runs.append_event(tx, ctx, run.id, type="t", data={}, now=clock.now())
+    return tenant
+
+
+def test_the_catalog_lists_every_core_table(app_conn: Conn) -> None:
+    """Enumeration finds the tables we know of (so an empty loop cannot pass the suite)."""
+    assert set(tenant_tables(app_conn)) >= CORE_TABLES
+
+
+def test_every_tenant_table_enables_and_forces_rls(app_conn: Conn) -> None:
+    """ENABLE and FORCE row-level security on every table with a tenant_id column."""
+    for table in tenant_tables(app_conn):
+        row = app_conn.execute(
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class"
+            " WHERE oid = ('tenantguard.' || %s)::regclass",
+            (table,),
+        ).fetchone()
+        assert row == (True, True), table
+
+
+def test_every_tenant_table_has_the_tenant_policy(app_conn: Conn) -> None:
+    """A FOR ALL policy whose USING and WITH CHECK are both the tenant predicate."""
+    for table in tenant_tables(app_conn):
+        policies = app_conn.execute(
+            "SELECT cmd, qual, with_check FROM pg_policies"
+            " WHERE schemaname = 'tenantguard' AND tablename = %s AND 'public' = ANY (roles)",
+            (table,),
+        ).fetchall()
+        assert ("ALL", TENANT_PREDICATE, TENANT_PREDICATE) in policies, table
+
+
+def test_service_role_is_unprivileged(app_conn: Conn) -> None:
+    """The service is tenantguard_app: no superuser, no BYPASSRLS, owns nothing."""
+    row = app_conn.execute(
+        "SELECT current_user, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb,"
+        " (SELECT count(*) FROM pg_class c WHERE c.relowner = r.oid),"
+        " (SELECT count(*) FROM pg_namespace n WHERE n.nspowner = r.oid)"
+        " FROM pg_roles r WHERE rolname = current_user"
+    ).fetchone()
+    assert row == ("tenantguard_app", False, False, False, False, 0, 0)
+
+
+def test_no_context_sees_zero_rows(app_conn: Conn, pg: TestDatabase, populated: NewTenant) -> None:
+    """Without a tenant context every tenant table reads empty, though rows exist."""
+    with psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True) as owner:
+        owner.execute("BEGIN")
+        owner.execute("SELECT set_config('app.tenant_id', %s, true)", (str(populated.tenant_id),))
+        for table in tenant_tables(app_conn):
+            found = owner.execute(f"SELECT count(*) FROM tenantguard.{table}").fetchone()
+            assert found is not None, table
+            assert int(str(found[0])) > 0, f"{table} has no row to hide"
+        owner.execute("ROLLBACK")
+    for table in tenant_tables(app_conn):
+        seen = app_conn.execute(f"SELECT count(*) FROM tenantguard.{table}").fetchone()
+        assert seen == (0,), table
+
+
+def test_no_context_cannot_insert(app_conn: Conn) -> None:
+    """Without a context, an insert into any tenant table the service may write is refused by
+    RLS (checked before constraints, so nothing else can answer first)."""
+    writable = [
+        t
+        for t in tenant_tables(app_conn)
+        if app_conn.execute(
+            "SELECT has_table_privilege(%s, 'INSERT')", (f"tenantguard.{t}",)
+        ).fetchone()
+        == (True,)
+    ]
+    assert set(writable) == CORE_TABLES
+    for table in writable:
+        with pytest.raises(pg_errors.InsufficientPrivilege, match="row-level security"):
+            app_conn.execute(f"INSERT INTO tenantguard.{table} (tenant_id) VALUES (%s)", (uuid4(),))
+
+
+def test_another_context_sees_none_of_the_tenants_rows(
+    db: Database, populated: NewTenant, make_tenant: Callable[[str], NewTenant], app_conn: Conn
+) -> None:
+    """In tenant B's context, no table yields a row of tenant A, even when asked by id."""
+    other = make_tenant("other")
+    tables = tenant_tables(app_conn)
+    with db.tenant_transaction(other.tenant_id) as tx:
+        for table in tables:
+            row = tx.execute(
+                f"SELECT count(*) FROM tenantguard.{table} WHERE tenant_id = %s",
+                (populated.tenant_id,),
+            ).fetchone()
+            assert row == (0,), table
+
+
+def test_writing_into_another_tenant_is_refused(db: Database, populated: NewTenant) -> None:
+    """In B's context, a row claiming tenant A fails WITH CHECK."""
+    with pytest.raises(InternalError) as caught, db.tenant_transaction(uuid4()) as tx:
+        tx.execute(
+            "INSERT INTO tenantguard.runs (tenant_id, id, agent, status, input, created_at,"
+            " updated_at) VALUES (%s, %s, 'x', 'created', '{}', now(), now())",
+            (populated.tenant_id, uuid4()),
+        )
+    assert isinstance(caught.value.__cause__, pg_errors.InsufficientPrivilege)
+
+
+def test_malformed_context_fails_closed(app_conn: Conn) -> None:
+    """A context that is not a uuid is an error, never 'no filter'."""
+    app_conn.execute("BEGIN")
+    app_conn.execute("SELECT set_config('app.tenant_id', 'not-a-uuid', true)")
+    with pytest.raises(pg_errors.InvalidTextRepresentation):
+        app_conn.execute("SELECT count(*) FROM tenantguard.runs")
+    app_conn.execute("ROLLBACK")

@@ -1,0 +1,35 @@
+"""The guided demo runs end to end on its own embedded server and leaves nothing running."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from tenantguard.demo import run_demo
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention `text` (Linux /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended while we looked
+            continue
+        if text in line:
+            found.append(line)
+    return found
+
+
+def test_demo_passes_every_check_and_stops_everything(tmp_path: Path) -> None:
+    """Every check passes, and no process of the demo's data root outlives it."""
+    out = io.StringIO()
+    root = tmp_path / "demo"
+    assert run_demo(data_root=root, console=Console(file=out, width=200))
+    report = out.getvalue()
+    assert "all checks passed" in report
+    assert "FAIL" not in report
+    assert "Tenant B tries to GET A's memory entry" in report
+    assert processes_mentioning(str(root / "pg")) == []
