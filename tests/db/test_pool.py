@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from pydantic import SecretStr
@@ -52,15 +52,18 @@ def test_prepared_statements_survive_the_reset(single: Database) -> None:
             assert tx.execute("SELECT count(*) FROM tenantguard.runs").fetchone() == (0,)
 
 
+def _insert_tenant_twice(db: Database, tenant: UUID) -> None:
+    with db.tenant_transaction(tenant) as tx:
+        for _ in range(2):
+            tx.execute(
+                "INSERT INTO tenantguard.tenants (tenant_id, name) VALUES (%s, 'x')", (tenant,)
+            )
+
+
 def test_driver_errors_are_translated(single: Database) -> None:
     """A unique violation is a Conflict, with no SQL or constraint name in its detail."""
-    tenant = uuid4()
-    twice = (
-        "INSERT INTO tenantguard.tenants (tenant_id, name) VALUES (%(t)s, 'x');"
-        " INSERT INTO tenantguard.tenants (tenant_id, name) VALUES (%(t)s, 'x')"
-    )
-    with pytest.raises(Conflict) as caught, single.tenant_transaction(tenant) as tx:
-        tx.execute(twice, {"t": tenant})
+    with pytest.raises(Conflict) as caught:
+        _insert_tenant_twice(single, uuid4())
     assert "tenants" not in caught.value.detail
     assert "pkey" not in caught.value.detail
 
