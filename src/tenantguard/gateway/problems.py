@@ -15,9 +15,11 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import compile_path
 
 from tenantguard.errors import (
     PROBLEM_TYPE_BASE,
@@ -87,20 +89,35 @@ def render(
     )
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves on the request's path (RFC 9110 `Allow`).
+
+    Starlette's router names only the first matching route's methods; a path served by several
+    routes (GET and POST on a collection) needs them all.
+    """
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        if context.path and compile_path(context.path)[0].fullmatch(request.url.path):
+            methods |= set(context.methods or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers. The only place problem documents are built is `render`."""
 
     async def on_tenantguard(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TenantGuardError)  # noqa: S101 (registered for this class)
         if exc.status >= 500:
-            _log.error("request.failed", code=exc.code, exc_info=exc)
+            _log.error(
+                "request.failed", code=exc.code, request_id=request_id(request), exc_info=exc
+            )
         return render(Problem.of(exc), rid=request_id(request), instance=request.url.path)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)  # noqa: S101
-        headers = (
-            {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else None
-        )
+        headers = {"Allow": allowed_methods(request)} if exc.status_code == 405 else None
         return render(
             Problem.for_status(exc.status_code),
             rid=request_id(request),
@@ -124,7 +141,8 @@ def install(app: FastAPI) -> None:
     async def on_unhandled(request: Request, exc: Exception) -> Response:
         if isinstance(exc, TenantGuardError):  # raised outside the routing layer
             return await on_tenantguard(request, exc)
-        _log.error("request.unhandled", exc_info=exc)
+        # Runs outside the request-id middleware's log context: name the request explicitly.
+        _log.error("request.unhandled", request_id=request_id(request), exc_info=exc)
         return render(Problem.of(InternalError), rid=request_id(request), instance=request.url.path)
 
     app.add_exception_handler(TenantGuardError, on_tenantguard)
