@@ -8,19 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tenantguard.demo import run_demo
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that mention `text` (Linux /proc)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # the process ended while we looked
-            continue
-        if text in line:
-            found.append(line)
-    return found
+from tests.support import processes_mentioning
 
 
 def test_demo_passes_every_check_and_stops_everything(tmp_path: Path) -> None:

@@ -201,6 +201,10 @@ def run_demo(*, data_root: Path | None, console: Console) -> bool:
                 report.check(
                     f"Audit chain of {label} verifies", verdict.ok, f"{verdict.checked} events"
                 )
+    except KeyboardInterrupt:
+        # The with-blocks above have already stopped the gateway, the pool and the server.
+        console.print("interrupted: the gateway and the embedded database are stopped.")
+        raise
     finally:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)

