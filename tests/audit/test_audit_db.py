@@ -17,6 +17,11 @@ from tenantguard.db import Database
 from tenantguard.testing import TestDatabase
 
 Conn = psycopg.Connection[tuple[object, ...]]
+MUTATIONS = (
+    "UPDATE tenantguard.audit_events SET reason = 'x'",
+    "DELETE FROM tenantguard.audit_events",
+    "TRUNCATE tenantguard.audit_events",
+)
 
 
 @pytest.fixture
@@ -74,11 +79,7 @@ def test_the_service_cannot_change_history(
         conn.execute(
             "SELECT set_config('app.tenant_id', %s, false)", (str(tenant_with_history.tenant_id),)
         )
-        for statement in (
-            "UPDATE tenantguard.audit_events SET reason = 'x'",
-            "DELETE FROM tenantguard.audit_events",
-            "TRUNCATE tenantguard.audit_events",
-        ):
+        for statement in MUTATIONS:
             with pytest.raises(pg_errors.InsufficientPrivilege, match="permission denied"):
                 conn.execute(statement)
 
@@ -88,11 +89,7 @@ def test_triggers_refuse_the_owner_too(
 ) -> None:
     """Even the owner cannot UPDATE, DELETE or TRUNCATE while the triggers stand."""
     conn = owner_in(tenant_with_history.tenant_id)
-    for statement in (
-        "UPDATE tenantguard.audit_events SET reason = 'x'",
-        "DELETE FROM tenantguard.audit_events",
-        "TRUNCATE tenantguard.audit_events",
-    ):
+    for statement in MUTATIONS:
         with pytest.raises(pg_errors.InsufficientPrivilege, match="append-only"):
             conn.execute(statement)
 

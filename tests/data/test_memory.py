@@ -89,3 +89,12 @@ def test_pages_cover_every_entry_once(client: TestClient, as_tenant: AsTenant) -
     assert sorted(seen) == sorted(made)
     bad = client.get("/api/memory", params={"cursor": "not-a-cursor"}, headers=h)
     assert bad.status_code == 422
+
+
+def test_empty_patch_is_refused(client: TestClient, as_tenant: AsTenant) -> None:
+    """A patch that changes nothing is a 422, not a silent new version."""
+    _, h = as_tenant("acme")
+    eid = client.post("/api/memory", json={"key": "k", "content": "a"}, headers=h).json()["id"]
+    refused = client.patch(f"/api/memory/{eid}", json={"expected_version": 1}, headers=h)
+    assert refused.status_code == 422
+    assert client.get(f"/api/memory/{eid}", headers=h).json()["version"] == 1

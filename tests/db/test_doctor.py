@@ -33,6 +33,17 @@ def problems(report: DoctorReport) -> set[tuple[str, str]]:
     return {(f.subject, f.problem) for f in report.findings}
 
 
+def findings_while(
+    pg: TestDatabase, owner: Conn, *, breaking: str, restoring: str
+) -> set[tuple[str, str]]:
+    """The doctor's findings while the owner has run `breaking`; `restoring` always runs."""
+    owner.execute(breaking.encode())
+    try:
+        return problems(doctor_with(pg.app_url))
+    finally:
+        owner.execute(restoring.encode())
+
+
 @pytest.fixture
 def owner(pg: TestDatabase) -> Iterator[Conn]:
     with psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True) as conn:
@@ -63,11 +74,12 @@ def test_synchronous_commit_off_is_a_finding(pg: TestDatabase) -> None:
 
 def test_table_without_rls_is_a_finding(pg: TestDatabase, owner: Conn) -> None:
     """A new table with tenant_id but no RLS, policy or tenant index is caught."""
-    owner.execute("CREATE TABLE tenantguard.leaky (tenant_id uuid, secret text)")
-    try:
-        found = problems(doctor_with(pg.app_url))
-    finally:
-        owner.execute("DROP TABLE tenantguard.leaky")
+    found = findings_while(
+        pg,
+        owner,
+        breaking="CREATE TABLE tenantguard.leaky (tenant_id uuid, secret text)",
+        restoring="DROP TABLE tenantguard.leaky",
+    )
     assert {
         ("tenantguard.leaky", "row-level security is not enabled"),
         ("tenantguard.leaky", "row-level security is not forced"),
@@ -82,37 +94,37 @@ def test_unforced_rls_on_an_existing_table_is_a_finding(
     pg: TestDatabase, owner: Conn, table: str
 ) -> None:
     """Turning FORCE off on a real table is caught."""
-    owner.execute(f"ALTER TABLE tenantguard.{table} NO FORCE ROW LEVEL SECURITY")
-    try:
-        found = problems(doctor_with(pg.app_url))
-    finally:
-        owner.execute(f"ALTER TABLE tenantguard.{table} FORCE ROW LEVEL SECURITY")
+    found = findings_while(
+        pg,
+        owner,
+        breaking=f"ALTER TABLE tenantguard.{table} NO FORCE ROW LEVEL SECURITY",
+        restoring=f"ALTER TABLE tenantguard.{table} FORCE ROW LEVEL SECURITY",
+    )
     assert (f"tenantguard.{table}", "row-level security is not forced") in found
 
 
 def test_a_wider_policy_is_a_finding(pg: TestDatabase, owner: Conn) -> None:
     """A permissive USING (true) policy beside the tenant policy widens it: caught."""
-    owner.execute("CREATE POLICY wide ON tenantguard.runs FOR SELECT TO PUBLIC USING (true)")
-    try:
-        found = problems(doctor_with(pg.app_url))
-    finally:
-        owner.execute("DROP POLICY wide ON tenantguard.runs")
+    found = findings_while(
+        pg,
+        owner,
+        breaking="CREATE POLICY wide ON tenantguard.runs FOR SELECT TO PUBLIC USING (true)",
+        restoring="DROP POLICY wide ON tenantguard.runs",
+    )
     assert ("tenantguard.runs", "policy wide is wider than the tenant predicate") in found
 
 
 def test_audit_grants_and_disabled_triggers_are_findings(pg: TestDatabase, owner: Conn) -> None:
     """UPDATE/DELETE/TRUNCATE granted on audit, or its triggers off, are caught."""
-    owner.execute("GRANT UPDATE, DELETE, TRUNCATE ON tenantguard.audit_events TO tenantguard_app")
-    owner.execute("ALTER TABLE tenantguard.audit_events DISABLE TRIGGER audit_events_no_truncate")
-    try:
-        found = problems(doctor_with(pg.app_url))
-    finally:
-        owner.execute(
-            "REVOKE UPDATE, DELETE, TRUNCATE ON tenantguard.audit_events FROM tenantguard_app"
-        )
-        owner.execute(
-            "ALTER TABLE tenantguard.audit_events ENABLE TRIGGER audit_events_no_truncate"
-        )
+    found = findings_while(
+        pg,
+        owner,
+        breaking="GRANT UPDATE, DELETE, TRUNCATE ON tenantguard.audit_events TO tenantguard_app;"
+        " ALTER TABLE tenantguard.audit_events DISABLE TRIGGER audit_events_no_truncate",
+        restoring="REVOKE UPDATE, DELETE, TRUNCATE ON tenantguard.audit_events"
+        " FROM tenantguard_app;"
+        " ALTER TABLE tenantguard.audit_events ENABLE TRIGGER audit_events_no_truncate",
+    )
     subject = "tenantguard.audit_events"
     assert {
         (subject, "the service may UPDATE"),
@@ -126,16 +138,14 @@ def test_definer_view_and_unlisted_definer_function_are_findings(
     pg: TestDatabase, owner: Conn
 ) -> None:
     """A view that runs with its owner's rights, or a new SECURITY DEFINER function, is caught."""
-    owner.execute("CREATE VIEW tenantguard.all_runs AS SELECT * FROM tenantguard.runs")
-    owner.execute(
-        "CREATE FUNCTION tenantguard.sneaky() RETURNS int LANGUAGE sql SECURITY DEFINER"
-        " AS 'SELECT 1'"
+    found = findings_while(
+        pg,
+        owner,
+        breaking="CREATE VIEW tenantguard.all_runs AS SELECT * FROM tenantguard.runs;"
+        " CREATE FUNCTION tenantguard.sneaky() RETURNS int LANGUAGE sql SECURITY DEFINER"
+        " AS 'SELECT 1'",
+        restoring="DROP VIEW tenantguard.all_runs; DROP FUNCTION tenantguard.sneaky()",
     )
-    try:
-        found = problems(doctor_with(pg.app_url))
-    finally:
-        owner.execute("DROP VIEW tenantguard.all_runs")
-        owner.execute("DROP FUNCTION tenantguard.sneaky()")
     assert ("tenantguard.all_runs", "view is not security_invoker (it bypasses RLS)") in found
     assert ("tenantguard.sneaky", "SECURITY DEFINER function is not on the allow-list") in found
 

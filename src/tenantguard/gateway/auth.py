@@ -74,7 +74,7 @@ class Authorize:
                         ctx,
                         action=self.action,
                         outcome="denied",
-                        reason="capability_missing",
+                        reason=f"capability_missing:{self.action}",
                         target_type="route",
                         target_id=request.url.path,
                         now=now,

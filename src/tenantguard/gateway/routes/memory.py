@@ -7,7 +7,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tenantguard.context import TenantContext
 from tenantguard.data import memory
@@ -39,6 +39,12 @@ class MemoryPatch(BaseModel):
     key: Key | None = None
     content: Content | None = None
     expected_version: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> MemoryPatch:
+        if self.key is None and self.content is None:
+            raise ValueError("a patch changes the key, the content, or both")
+        return self
 
 
 class MemoryOut(BaseModel):
