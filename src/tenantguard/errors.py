@@ -18,9 +18,11 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     ├── RequestInvalid              422  the request does not match the schema
     ├── RateLimited                 429
     ├── InternalError               500  anything unexpected; details only in the logs
+    ├── DecryptionFailed            500  any failure to open a ciphertext: one opaque error
     ├── ServiceUnavailable          503  a dependency cannot be reached: fail closed
     │   ├── DatabaseUnavailable
-    │   └── AuditUnavailable        the audit write failed, so the action failed
+    │   ├── AuditUnavailable        the audit write failed, so the action failed
+    │   └── KeyProviderUnavailable  the KEK (key file, HSM) cannot be used: nothing is written
     └── ConfigurationError          500  refuses to start: bad settings, doctor findings
         ├── DoctorFailed
         └── MigrationsPending
@@ -119,6 +121,15 @@ class InternalError(TenantGuardError):
     pass
 
 
+class DecryptionFailed(TenantGuardError):
+    """A ciphertext did not open. Deliberately says nothing more: wrong key, wrong tenant,
+    wrong record, tampered bytes and destroyed keys are indistinguishable (no oracle)."""
+
+    code = "decryption_failed"
+    title = "Decryption failed"
+    default_detail = "Stored data could not be decrypted."
+
+
 class ServiceUnavailable(TenantGuardError):
     code = "service_unavailable"
     title = "Service unavailable"
@@ -135,6 +146,12 @@ class AuditUnavailable(ServiceUnavailable):
     code = "audit_unavailable"
     title = "Audit unavailable"
     default_detail = "The audit event could not be recorded, so the action was not performed."
+
+
+class KeyProviderUnavailable(ServiceUnavailable):
+    code = "key_provider_unavailable"
+    title = "Key provider unavailable"
+    default_detail = "The key provider cannot be used; nothing was written."
 
 
 class ConfigurationError(TenantGuardError):

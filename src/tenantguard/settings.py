@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tenantguard.crypto.kek import KekConfig
+
 DeploymentMode = Literal["saas", "self_hosted"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -63,6 +65,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: LogLevel = "info"
     log_json: bool = True
+    # Key-encryption keys: a key file under <data_root>/keys, or a PKCS#11 token (HSM).
+    kek_provider: Literal["local", "pkcs11"] = "local"
+    pkcs11_module: Path | None = None
+    pkcs11_token: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    # How long an unwrapped data key may stay in a process's memory (0: never cached).
+    key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
 
     def database(self) -> DatabaseConfig:
         return DatabaseConfig(
@@ -75,6 +84,15 @@ class Settings(BaseSettings):
 
     def gateway(self) -> GatewayConfig:
         return GatewayConfig(host=self.host, port=self.port, deployment_mode=self.deployment_mode)
+
+    def kek(self) -> KekConfig:
+        return KekConfig(
+            provider=self.kek_provider,
+            local_dir=self.data_root / "keys",
+            pkcs11_module=self.pkcs11_module,
+            pkcs11_token=self.pkcs11_token,
+            pkcs11_pin=self.pkcs11_pin,
+        )
 
     def logging(self) -> LogConfig:
         return LogConfig(level=self.log_level, json=self.log_json)

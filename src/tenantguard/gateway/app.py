@@ -15,12 +15,13 @@ import structlog
 from fastapi import FastAPI
 
 from tenantguard.clock import Clock, SystemClock
+from tenantguard.crypto.keyring import Keyring, open_keyring
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
 from tenantguard.errors import DoctorFailed
 from tenantguard.gateway import problems
 from tenantguard.gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from tenantguard.gateway.routes import apikeys, audit, health, memory, runs
+from tenantguard.gateway.routes import apikeys, audit, health, memory, runs, secrets
 from tenantguard.gateway.runtime import Runtime
 from tenantguard.settings import Settings
 
@@ -29,10 +30,15 @@ _log = structlog.get_logger("tenantguard.gateway")
 
 
 def create_app(
-    settings: Settings, *, database: Database | None = None, clock: Clock | None = None
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    clock: Clock | None = None,
+    keyring: Keyring | None = None,
 ) -> FastAPI:
-    """Build the gateway. With `database`, use that pool (the caller owns it); otherwise open
-    the one `settings` describe, for the lifetime of the app."""
+    """Build the gateway. With `database` (or `keyring`), use that one (the caller owns it);
+    otherwise open the one `settings` describe, for the lifetime of the app. A key provider
+    that cannot be opened stops the start (fail closed)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,8 +61,10 @@ def create_app(
                         problem=finding.problem,
                     )
                 raise DoctorFailed()
+            the_clock = clock or SystemClock()
+            ring = keyring or open_keyring(settings, clock=the_clock)
             app.state.runtime = Runtime(
-                db=db, clock=clock or SystemClock(), config=settings.gateway()
+                db=db, clock=the_clock, config=settings.gateway(), keyring=ring
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield
@@ -72,7 +80,15 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    for router in (health.router, apikeys.router, memory.router, runs.router, audit.router):
+    routers = (
+        health.router,
+        apikeys.router,
+        memory.router,
+        runs.router,
+        secrets.router,
+        audit.router,
+    )
+    for router in routers:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from tenantguard.clock import Clock
+from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Database
 from tenantguard.errors import ServiceUnavailable
 from tenantguard.settings import GatewayConfig
@@ -17,6 +18,7 @@ class Runtime:
     db: Database
     clock: Clock
     config: GatewayConfig
+    keyring: Keyring
 
 
 def runtime(request: Request) -> Runtime:
