@@ -72,10 +72,11 @@ def seal(key: AESGCM, version: int, plaintext: bytes, binding: Binding) -> bytes
 
 def open_sealed(key: AESGCM, sealed: bytes, binding: Binding) -> bytes:
     key_version_of(sealed)  # validates the header's form
+    view = memoryview(sealed)  # no copy of a large payload before decryption
     header = sealed[:HEADER_LEN]
-    nonce = sealed[HEADER_LEN : HEADER_LEN + NONCE_LEN]
+    nonce = view[HEADER_LEN : HEADER_LEN + NONCE_LEN]
     try:
-        return key.decrypt(nonce, sealed[HEADER_LEN + NONCE_LEN :], binding.associated_data(header))
+        return key.decrypt(nonce, view[HEADER_LEN + NONCE_LEN :], binding.associated_data(header))
     except InvalidTag as exc:
         raise DecryptionFailed() from exc
 

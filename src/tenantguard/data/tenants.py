@@ -61,3 +61,10 @@ def create_tenant(
                 ),
             )
     return NewTenant(tenant_id, name, issued)
+
+
+def tenant_ids(db: Database) -> list[UUID]:
+    """Every tenant, the platform realm included, for platform jobs (rewrap, rotation)."""
+    with db.system_transaction() as tx:
+        rows = tx.execute("SELECT tenant_id FROM tenantguard.tenant_ids()").fetchall()
+    return [row[0] for row in rows]

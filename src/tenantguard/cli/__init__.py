@@ -7,28 +7,26 @@ Errors print their safe detail and exit non-zero; nothing prints a stack trace a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from tenantguard.audit import verify_tenant
+from tenantguard.cli._common import CLI, database, err, load_settings, out
+from tenantguard.cli.keys import keys_app
 from tenantguard.clock import SystemClock
-from tenantguard.context import Principal, accept_request_id
-from tenantguard.db import Database, endpoints, migrate
+from tenantguard.context import accept_request_id
+from tenantguard.db import endpoints, migrate
 from tenantguard.db.doctor import DoctorReport, examine
 from tenantguard.db.roles import provision
 from tenantguard.errors import ConfigurationError, TenantGuardError
-from tenantguard.logs import configure_logging
-from tenantguard.settings import Settings
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
@@ -39,27 +37,7 @@ audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(audit_app, name="audit")
-
-out = Console()
-err = Console(stderr=True)
-_CLI = Principal(type="system", id="cli")
-
-
-def _settings(**overrides: object) -> Settings:
-    try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        raise ConfigurationError(f"Invalid setting: {fields}.") from exc
-    configure_logging(settings.logging())
-    return settings
-
-
-@contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[Database]:
-    config = settings.database()
-    with endpoints(config) as found, Database(found.app_url, min_size=1, max_size=2) as db:
-        yield db
+app.add_typer(keys_app, name="keys")
 
 
 def print_report(report: DoctorReport, console: Console) -> None:
@@ -80,8 +58,8 @@ def doctor(
 ) -> None:
     """Check the live catalog: RLS on every tenant table, the service role, audit grants,
     durability. Exits 1 on any finding."""
-    settings = _settings()
-    with _database(settings) as db, db.system_transaction() as tx:
+    settings = load_settings()
+    with database(settings) as db, db.system_transaction() as tx:
         report = examine(tx)
     if as_json:
         findings = [
@@ -104,7 +82,7 @@ def serve(
 
     from tenantguard.gateway import create_app  # noqa: PLC0415
 
-    settings = _settings(host=host, port=port)
+    settings = load_settings(host=host, port=port)
     gateway = settings.gateway()
     uvicorn.run(
         create_app(settings),
@@ -129,10 +107,27 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+def init() -> None:
+    """Set up a deployment: the data root, the first key-encryption key (key file or HSM),
+    and, with the embedded default, a provisioned and migrated database. Idempotent."""
+    from tenantguard.crypto.keyring import open_keyring  # noqa: PLC0415
+
+    settings = load_settings()
+    settings.data_root.mkdir(parents=True, exist_ok=True)
+    ring = open_keyring(settings, clock=SystemClock(), create=True)
+    out.print(f"key-encryption key: {ring.kek.active_id()} ({settings.kek_provider})")
+    with endpoints(settings.database()) as found:
+        where = (
+            "embedded, under " + str(settings.data_root / "pg") if found.embedded else "external"
+        )
+    out.print(f"database: {where}; data root: {settings.data_root}")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending migrations as the owner role (idempotent)."""
-    settings = _settings()
+    settings = load_settings()
     config = settings.database()
     with endpoints(config) as found:
         if found.owner_url is None:
@@ -149,7 +144,7 @@ def db_provision(
     database: Annotated[str, typer.Option(help="The database to create.")] = "tenantguard",
 ) -> None:
     """Create the owner, app and auth roles and the database on an external server."""
-    _settings()
+    load_settings()
     provision(SecretStr(admin_url), database)
     out.print(f"provisioned database {database!r} with roles tenantguard_owner/_app/_auth")
 
@@ -162,10 +157,10 @@ def tenants_create(
     """Create a tenant and print its id and admin API key (shown once)."""
     from tenantguard.data.tenants import create_tenant  # noqa: PLC0415
 
-    settings = _settings()
-    with _database(settings) as db:
+    settings = load_settings()
+    with database(settings) as db:
         created = create_tenant(
-            db, name=name, actor=_CLI, request_id=accept_request_id(None), now=SystemClock().now()
+            db, name=name, actor=CLI, request_id=accept_request_id(None), now=SystemClock().now()
         )
     if as_json:
         print(
@@ -182,8 +177,8 @@ def audit_verify(
     tenant: Annotated[UUID, typer.Option(help="The tenant whose chain to check.")],
 ) -> None:
     """Recompute a tenant's audit hash chain in the database; exit 1 at the first bad entry."""
-    settings = _settings()
-    with _database(settings) as db, db.tenant_transaction(tenant) as tx:
+    settings = load_settings()
+    with database(settings) as db, db.tenant_transaction(tenant) as tx:
         verdict = verify_tenant(tx, tenant_id=tenant)
     if verdict.ok:
         out.print(

@@ -1,0 +1,17 @@
+"""Every column that holds sealed values. Re-encryption walks this list; a test walks the
+catalog and fails if a bytea column is neither here nor declared as not sealed."""
+
+from __future__ import annotations
+
+from tenantguard.crypto.fields import EncryptedColumn
+from tenantguard.data.secrets import SECRET_VALUE
+
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (SECRET_VALUE,)
+
+# bytea columns that hold no sealed value, and why.
+NOT_SEALED: dict[str, str] = {
+    "api_keys.key_hash": "a SHA-256 of the key: the key itself is never stored",
+    "audit_events.event_hash": "a public hash of the event",
+    "audit_events.chain_hash": "a public hash of the chain",
+    "data_keys.wrapped_key": "wrapped by the KEK, not by a data key",
+}

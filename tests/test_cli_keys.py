@@ -1,0 +1,94 @@
+"""`tenantguard init` and `tenantguard keys …` against the test database and a local KEK."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from typer.testing import CliRunner
+
+from tenantguard.cli import app
+from tenantguard.context import Principal, TenantContext
+from tenantguard.crypto.keyring import open_keyring
+from tenantguard.data import secrets
+from tenantguard.db import Database
+from tenantguard.errors import KeyProviderUnavailable
+from tenantguard.settings import Settings
+from tenantguard.testing import FakeClock, TestDatabase
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(pg: TestDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("TENANTGUARD_DATABASE_URL", pg.app_url.get_secret_value())
+    monkeypatch.setenv("TENANTGUARD_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("TENANTGUARD_LOG_LEVEL", "warning")
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def _tenant_with_a_secret() -> str:
+    """A tenant (via the CLI) with one vault secret (via the library, as the gateway does)."""
+    created = json.loads(runner.invoke(app, ["tenants", "create", "Acme", "--json"]).stdout)
+    tenant = UUID(created["tenant_id"])
+    settings = Settings()
+    clock = FakeClock()
+    ring = open_keyring(settings, clock=clock, create=False)
+    assert settings.database_url is not None
+    ctx = TenantContext(tenant, Principal("system", "tests"), frozenset(), "cli-keys")
+    with Database(settings.database_url) as db, db.tenant_transaction(tenant) as tx:
+        secrets.write(tx, ctx, ring, "api", b"value", now=clock.now())
+    return str(tenant)
+
+
+def test_init_creates_a_private_kek_and_is_idempotent(env: Path) -> None:
+    assert (env / "keys" / "kek-0001.key").stat().st_mode & 0o777 == 0o600
+    again = runner.invoke(app, ["init"])
+    assert again.exit_code == 0, again.output
+    assert "local-0001" in again.stdout
+
+
+def test_status_rotate_reencrypt_and_policy(env: Path) -> None:
+    """Rotate a tenant's keys, re-encrypt onto the new version, and read the status."""
+    tenant = _tenant_with_a_secret()
+    rotated = runner.invoke(app, ["keys", "rotate", "--tenant", tenant])
+    assert rotated.exit_code == 0, rotated.output
+    assert "column:secret_versions.value: now version 2" in rotated.stdout
+    moved = runner.invoke(app, ["keys", "reencrypt", "--tenant", tenant])
+    assert moved.exit_code == 0, moved.output
+    assert "1 of 1 values re-sealed" in moved.stdout
+    assert (
+        runner.invoke(
+            app, ["keys", "policy", "--tenant", tenant, "--rotation-days", "30"]
+        ).exit_code
+        == 0
+    )
+    status = json.loads(runner.invoke(app, ["keys", "status", "--tenant", tenant, "--json"]).stdout)
+    assert [(r["version"], r["state"]) for r in status] == [(1, "retired"), (2, "active")]
+    assert {r["rotation_days"] for r in status} == {30}
+
+
+def test_rewrap_moves_every_key_to_a_new_kek(env: Path) -> None:
+    tenant = _tenant_with_a_secret()
+    result = runner.invoke(app, ["keys", "rewrap", "--tenant", tenant])
+    assert result.exit_code == 0, result.output
+    assert "new key-encryption key: local-0002" in result.stdout
+    status = json.loads(runner.invoke(app, ["keys", "status", "--tenant", tenant, "--json"]).stdout)
+    assert {r["kek"] for r in status} == {"local-0002"}
+    assert (env / "keys" / "kek-0002.key").exists()
+
+
+def test_missing_kek_fails_closed(env: Path) -> None:
+    """Key files gone: key commands refuse rather than mint a KEK that opens nothing."""
+    for path in (env / "keys").iterdir():
+        path.unlink()
+    result = runner.invoke(
+        app, ["keys", "rotate", "--tenant", "00000000-0000-4000-8000-000000000001"]
+    )
+    assert isinstance(result.exception, KeyProviderUnavailable)
+    assert "run `tenantguard init`" in result.exception.detail
+    assert not (env / "keys" / "kek-0001.key").exists()
