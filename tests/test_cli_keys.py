@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from uuid import UUID
@@ -10,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tenantguard.cli import app
-from tenantguard.context import Principal, TenantContext
+from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto.keyring import open_keyring
+from tenantguard.crypto.signing import thumbprint
 from tenantguard.data import secrets
 from tenantguard.db import Database
 from tenantguard.errors import KeyProviderUnavailable
@@ -92,3 +94,28 @@ def test_missing_kek_fails_closed(env: Path) -> None:
     assert isinstance(result.exception, KeyProviderUnavailable)
     assert "run `tenantguard init`" in result.exception.detail
     assert not (env / "keys" / "kek-0001.key").exists()
+
+
+def test_signing_keys_rotate_and_export(env: Path, pg: TestDatabase) -> None:
+    """Rotate twice: the JWKS lists both keys (the old one within its overlap), kids are
+    RFC 7638 thumbprints of the exported public keys."""
+    with Database(pg.app_url) as db, db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        # The platform realm outlives tests (and their KEKs): start it from scratch here.
+        tx.execute(
+            "UPDATE tenantguard.data_keys SET wrapped_key = NULL, destroyed_at = now()"
+            " WHERE destroyed_at IS NULL"
+        )
+        tx.execute(
+            "UPDATE tenantguard.signing_keys SET superseded_at = created_at,"
+            " verify_until = created_at WHERE superseded_at IS NULL"
+        )
+    for _ in range(2):
+        result = runner.invoke(app, ["signing-keys", "rotate", "--overlap-hours", "1"])
+        assert result.exit_code == 0, result.output
+    exported = json.loads(runner.invoke(app, ["signing-keys", "export"]).stdout)
+    keys = exported["keys"]
+    assert len(keys) == 2
+    for key in keys:
+        x = base64.urlsafe_b64decode(key["x"] + "=")
+        assert key["kid"] == thumbprint(x)
+        assert (key["kty"], key["crv"], key["alg"]) == ("OKP", "Ed25519", "EdDSA")

@@ -351,3 +351,22 @@ def test_counting_kek_is_a_kek(kek: CountingKek) -> None:
     """(The wrapper above satisfies the port it stands in for.)"""
     provider: KekProvider = kek
     assert provider.active_id() == "local-0001"
+
+
+def test_sealing_after_a_shred_uses_a_new_version(
+    db: Database,
+    ring: Keyring,
+    tenant: NewTenant,
+    clock: FakeClock,
+    owner_in: Callable[[UUID], Conn],
+) -> None:
+    """New data after a shred gets a fresh key under a never-used version number; what was
+    shredded stays unreadable."""
+    write(db, ring, tenant, "old", b"old", clock)
+    with db.tenant_transaction(tenant.tenant_id) as tx:
+        ring.destroy_all(tx, ctx_of(tenant))
+    write(db, ring, tenant, "new", b"new", clock)
+    assert stored(owner_in(tenant.tenant_id), "new")[3:7] == (2).to_bytes(4, "big")
+    assert read(db, ring, tenant, "new", clock) == b"new"
+    with pytest.raises(DecryptionFailed):
+        read(db, ring, tenant, "old", clock)

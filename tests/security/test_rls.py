@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
-from tenantguard.context import Principal, TenantContext
+from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
+from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data import memory, runs, secrets
 from tenantguard.data.tenants import NewTenant
@@ -32,6 +33,7 @@ CORE_TABLES = {
     "key_policies",
     "secrets",
     "secret_versions",
+    "signing_keys",
 }
 
 
@@ -58,7 +60,8 @@ def app_conn(pg: TestDatabase) -> Iterator[Conn]:
 def populated(
     db: Database, make_tenant: Callable[[str], NewTenant], clock: FakeClock, keyring: Keyring
 ) -> NewTenant:
-    """A tenant with a row in every core table."""
+    """A tenant with a row in every tenant table, and the platform realm with a signing key
+    (the one table only the platform realm fills)."""
     tenant = make_tenant("populated")
     ctx = TenantContext(tenant.tenant_id, Principal("system", "tests"), frozenset(), "rls")
     with db.tenant_transaction(tenant.tenant_id) as tx:
@@ -67,6 +70,10 @@ def populated(
         runs.append_event(tx, ctx, run.id, type="t", data={}, now=clock.now())
         secrets.write(tx, ctx, keyring, "token", b"value", now=clock.now())
         keyring.set_rotation(tx, ctx, timedelta(days=30))
+    platform = TenantContext(PLATFORM_TENANT_ID, Principal("system", "tests"), frozenset(), "rls")
+    with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        keyring.destroy_all(tx, platform)  # the platform realm outlives tests and their KEKs
+        signing.rotate(tx, platform, keyring, now=clock.now())
     return tenant
 
 
@@ -111,13 +118,13 @@ def test_service_role_is_unprivileged(app_conn: Conn) -> None:
 def test_no_context_sees_zero_rows(app_conn: Conn, pg: TestDatabase, populated: NewTenant) -> None:
     """Without a tenant context every tenant table reads empty, though rows exist."""
     with psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True) as owner:
-        owner.execute("BEGIN")
-        owner.execute("SELECT set_config('app.tenant_id', %s, true)", (str(populated.tenant_id),))
         for table in tenant_tables(app_conn):
-            found = owner.execute(f"SELECT count(*) FROM tenantguard.{table}").fetchone()
-            assert found is not None, table
-            assert int(str(found[0])) > 0, f"{table} has no row to hide"
-        owner.execute("ROLLBACK")
+            found = 0
+            for tenant in (populated.tenant_id, PLATFORM_TENANT_ID):
+                owner.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant),))
+                row = owner.execute(f"SELECT count(*) FROM tenantguard.{table}").fetchone()
+                found += int(str(row[0])) if row else 0
+            assert found > 0, f"{table} has no row to hide"
     for table in tenant_tables(app_conn):
         seen = app_conn.execute(f"SELECT count(*) FROM tenantguard.{table}").fetchone()
         assert seen == (0,), table

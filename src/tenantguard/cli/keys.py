@@ -16,6 +16,7 @@ from tenantguard.audit.store import AuditRecord, append
 from tenantguard.cli._common import CLI, database, load_settings, out
 from tenantguard.clock import SystemClock
 from tenantguard.context import PLATFORM_TENANT_ID, TenantContext, accept_request_id
+from tenantguard.crypto import signing
 from tenantguard.crypto.fields import reencrypt
 from tenantguard.crypto.keyring import Keyring, open_keyring
 from tenantguard.data.columns import ENCRYPTED_COLUMNS
@@ -169,3 +170,36 @@ def policy(
     with database(settings) as db, db.tenant_transaction(tenant) as tx:
         ring.set_rotation(tx, _ctx(tenant), timedelta(days=rotation_days))
     out.print(f"tenant {tenant}: data keys rotate every {rotation_days} days")
+
+
+signing_app = typer.Typer(no_args_is_help=True, help="The platform's Ed25519 signing keys.")
+
+
+@signing_app.command("rotate")
+def signing_rotate(
+    overlap_hours: Annotated[
+        float, typer.Option(help="How long the previous key keeps verifying.")
+    ] = 24.0,
+) -> None:
+    """Make a new signing key active; the previous one verifies until the overlap ends."""
+    settings = load_settings()
+    clock = SystemClock()
+    ring = open_keyring(settings, clock=clock, create=False)
+    with database(settings) as db, db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        kid = signing.rotate(
+            tx,
+            _ctx(PLATFORM_TENANT_ID),
+            ring,
+            now=clock.now(),
+            overlap=timedelta(hours=overlap_hours),
+        )
+    out.print(f"signing key {kid} is active")
+
+
+@signing_app.command("export")
+def signing_export() -> None:
+    """Print the public keys that verify now, as a JWKS (for independent verifiers)."""
+    settings = load_settings()
+    with database(settings) as db, db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        keys = signing.public_keys(tx, now=SystemClock().now())
+    print(json.dumps(signing.jwks(keys), indent=2))

@@ -188,7 +188,14 @@ class Keyring:
         _check_purpose(purpose)
         row = self._active_row(conn, ctx.tenant_id, purpose)
         if row is None:
-            self._create(conn, ctx, purpose, 1)
+            # The first key, or the first after a shred: versions are never reused, so a
+            # ciphertext can never name a destroyed version that a new key now answers to.
+            latest = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM tenantguard.data_keys"
+                " WHERE tenant_id = %s AND purpose = %s",
+                (ctx.tenant_id, purpose),
+            ).fetchone()
+            self._create(conn, ctx, purpose, int(str(latest[0] if latest else 0)) + 1)
             row = self._active_row(conn, ctx.tenant_id, purpose)
             if row is None:  # pragma: no cover - created just above, or by a racing writer
                 raise DecryptionFailed()

@@ -4,9 +4,10 @@ catalog and fails if a bytea column is neither here nor declared as not sealed."
 from __future__ import annotations
 
 from tenantguard.crypto.fields import EncryptedColumn
+from tenantguard.crypto.signing import PRIVATE_KEY
 from tenantguard.data.secrets import SECRET_VALUE
 
-ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (SECRET_VALUE,)
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (SECRET_VALUE, PRIVATE_KEY)
 
 # bytea columns that hold no sealed value, and why.
 NOT_SEALED: dict[str, str] = {
@@ -14,4 +15,5 @@ NOT_SEALED: dict[str, str] = {
     "audit_events.event_hash": "a public hash of the event",
     "audit_events.chain_hash": "a public hash of the chain",
     "data_keys.wrapped_key": "wrapped by the KEK, not by a data key",
+    "signing_keys.public_key": "a public key",
 }
