@@ -97,8 +97,8 @@ def test_missing_kek_fails_closed(env: Path) -> None:
 
 
 def test_signing_keys_rotate_and_export(env: Path, pg: TestDatabase) -> None:
-    """Rotate twice: the JWKS lists both keys (the old one within its overlap), kids are
-    RFC 7638 thumbprints of the exported public keys."""
+    """Rotate twice: the JWKS lists exactly the two new keys (the old one within its
+    overlap), and each kid is the RFC 7638 thumbprint of the exported public key."""
     with Database(pg.app_url) as db, db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
         # The platform realm outlives tests (and their KEKs): start it from scratch here.
         tx.execute(
@@ -106,15 +106,16 @@ def test_signing_keys_rotate_and_export(env: Path, pg: TestDatabase) -> None:
             " WHERE destroyed_at IS NULL"
         )
         tx.execute(
-            "UPDATE tenantguard.signing_keys SET superseded_at = created_at,"
-            " verify_until = created_at WHERE superseded_at IS NULL"
+            "UPDATE tenantguard.signing_keys SET superseded_at = coalesce(superseded_at,"
+            " created_at), verify_until = '-infinity'"
         )
+    made = []
     for _ in range(2):
         result = runner.invoke(app, ["signing-keys", "rotate", "--overlap-hours", "1"])
         assert result.exit_code == 0, result.output
-    exported = json.loads(runner.invoke(app, ["signing-keys", "export"]).stdout)
-    keys = exported["keys"]
-    assert len(keys) == 2
+        made.append(result.stdout.split()[2])  # "signing key <kid> is active"
+    keys = json.loads(runner.invoke(app, ["signing-keys", "export"]).stdout)["keys"]
+    assert [k["kid"] for k in keys] == made[::-1]  # newest first
     for key in keys:
         x = base64.urlsafe_b64decode(key["x"] + "=")
         assert key["kid"] == thumbprint(x)

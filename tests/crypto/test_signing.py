@@ -126,3 +126,16 @@ def test_overlap_shorter_than_a_token_is_refused(
 ) -> None:
     with pytest.raises(RequestInvalid), platform_db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
         signing.rotate(tx, PLATFORM, keyring, now=clock.now(), overlap=timedelta(minutes=5))
+
+
+def test_keys_not_yet_valid_are_not_published(
+    platform_db: Database, keyring: Keyring, clock: FakeClock
+) -> None:
+    """A key whose validity begins later is neither exported nor accepted before then."""
+    with platform_db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        kid = signing.rotate(tx, PLATFORM, keyring, now=clock.now() + timedelta(hours=1))
+        signature = signing.active(tx, keyring).sign(b"m")
+        keys_now = signing.public_keys(tx, now=clock.now())
+        keys_later = signing.public_keys(tx, now=clock.now() + timedelta(hours=2))
+    assert kid not in [k.kid for k in keys_now]
+    assert signing.verify(keys_later, kid, b"m", signature, now=clock.now() + timedelta(hours=2))

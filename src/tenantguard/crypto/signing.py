@@ -150,12 +150,13 @@ def active(conn: Connection, keyring: Keyring) -> SigningKey:
 
 
 def public_keys(conn: Connection, *, now: datetime) -> list[PublicKey]:
-    """Every key that verifies at `now` (the active one and those within their overlap)."""
+    """Every key that verifies at `now` (the active one and those within their overlap); never
+    one whose validity has not begun."""
     rows = conn.execute(
         "SELECT kid, public_key, created_at, verify_until FROM tenantguard.signing_keys"
-        " WHERE tenant_id = %s AND (verify_until IS NULL OR verify_until > %s)"
+        " WHERE tenant_id = %s AND created_at <= %s AND (verify_until IS NULL OR verify_until > %s)"
         " ORDER BY created_at DESC",
-        (PLATFORM_TENANT_ID, now),
+        (PLATFORM_TENANT_ID, now, now),
     ).fetchall()
     return [PublicKey(str(k), bytes(p), c, v) for k, p, c, v in rows]
 
