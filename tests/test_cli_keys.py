@@ -120,3 +120,51 @@ def test_signing_keys_rotate_and_export(env: Path, pg: TestDatabase) -> None:
         x = base64.urlsafe_b64decode(key["x"] + "=")
         assert key["kid"] == thumbprint(x)
         assert (key["kty"], key["crv"], key["alg"]) == ("OKP", "Ed25519", "EdDSA")
+
+
+def test_shared_provider_is_granted_and_revoked(env: Path, pg: TestDatabase) -> None:
+    """put-shared, grant, revoke: each succeeds, and the grant is audited in the tenant."""
+    with Database(pg.app_url) as db, db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        tx.execute(
+            "UPDATE tenantguard.data_keys SET wrapped_key = NULL, destroyed_at = now()"
+            " WHERE destroyed_at IS NULL"
+        )  # the platform realm outlives tests' KEKs
+    put = runner.invoke(
+        app,
+        [
+            "providers",
+            "put-shared",
+            "pool",
+            "--kind",
+            "openai",
+            "--model",
+            "gpt-4o",
+            "--key-from-stdin",
+        ],
+        input="sk-pool-123\n",
+    )
+    assert put.exit_code == 0, put.output
+    tenant = json.loads(runner.invoke(app, ["tenants", "create", "T", "--json"]).stdout)
+    granted = runner.invoke(
+        app,
+        [
+            "providers",
+            "grant",
+            "--tenant",
+            tenant["tenant_id"],
+            "--shared",
+            "pool",
+            "--reason",
+            "pilot",
+        ],
+    )
+    assert granted.exit_code == 0, granted.output
+    revoked = runner.invoke(
+        app, ["providers", "revoke", "--tenant", tenant["tenant_id"], "--shared", "pool"]
+    )
+    assert revoked.exit_code == 0, revoked.output
+    again = runner.invoke(
+        app, ["providers", "revoke", "--tenant", tenant["tenant_id"], "--shared", "pool"]
+    )
+    assert again.exit_code != 0
+    assert "sk-pool-123" not in put.output + granted.output + revoked.output

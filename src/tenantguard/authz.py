@@ -21,6 +21,8 @@ ACTIONS: Mapping[str, str] = MappingProxyType(
         "audit:read": "read the tenant's audit events",
         "memory:read": "read memory entries, deleted ones and their versions",
         "memory:write": "create, change, delete and restore memory entries",
+        "model_providers:read": "list the tenant's model providers",
+        "model_providers:write": "configure the tenant's model providers (bring your own key)",
         "runs:read": "read runs and their events",
         "runs:write": "start runs and append their events",
         "secrets:read": "list vault secrets and their versions (never values)",

@@ -15,6 +15,7 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     ├── NotFound                    404  absent, or belongs to another tenant: the same answer
     ├── MethodNotAllowed            405
     ├── Conflict                    409  state conflict (version mismatch, duplicate key, ...)
+    │   └── ModelProviderMissing        the tenant has no provider for the model (no shared pool)
     ├── RequestInvalid              422  the request does not match the schema
     ├── RateLimited                 429
     ├── InternalError               500  anything unexpected; details only in the logs
@@ -101,6 +102,15 @@ class Conflict(TenantGuardError):
     title = "Conflict"
     status = 409
     default_detail = "The request conflicts with the current state of the resource."
+
+
+class ModelProviderMissing(Conflict):
+    code = "model_provider_missing"
+    title = "No model provider"
+    default_detail = (
+        "This tenant has no model provider for that model. Configure one with"
+        " PUT /api/model-providers/{name}; there is no shared fallback."
+    )
 
 
 class RequestInvalid(TenantGuardError):

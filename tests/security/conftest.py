@@ -27,7 +27,7 @@ API_OPERATIONS = [op for op in OPERATIONS if op.path.startswith("/api/")]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 # Collections addressed by names each tenant chooses (not opaque ids): B naming A's secret
 # addresses B's own secret of that name. Isolation there means: nothing of A's moves or shows.
-NAMED = ("/api/secrets",)
+NAMED = ("/api/secrets", "/api/model-providers")
 
 
 def op_id(op: Operation) -> str:
@@ -96,6 +96,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "events": client.get(f"/api/runs/{run_id}/events", headers=h).json(),
         "keys": [{k: v for k, v in key.items() if k != "last_used_at"} for key in keys],
         "secret": client.get(f"/api/secrets/{secret}", headers=h).json(),
+        "providers": client.get("/api/model-providers", headers=h).json(),
     }
 
 
@@ -113,7 +114,12 @@ def world(client: TestClient, make_tenant: Callable[[str], NewTenant]) -> World:
     secret_value = f"sk-live-{uuid4().hex}"
     secret = client.put("/api/secrets/a-secret", json={"value": secret_value}, headers=h)
     assert entry.status_code == run.status_code == key.status_code == 201
-    assert secret.status_code == 200
+    provider = client.put(
+        "/api/model-providers/a-provider",
+        json={"kind": "openai", "secret": "a-secret", "models": [f"model-{marker}"]},
+        headers=h,
+    )
+    assert secret.status_code == provider.status_code == 200
     return World(
         a=a,
         b=b,
@@ -124,5 +130,6 @@ def world(client: TestClient, make_tenant: Callable[[str], NewTenant]) -> World:
             "/api/runs": run.json()["id"],
             "/api/api-keys": key.json()["id"],
             "/api/secrets": "a-secret",
+            "/api/model-providers": "a-provider",
         },
     )

@@ -13,7 +13,7 @@ from psycopg import errors as pg_errors
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring
-from tenantguard.data import memory, runs, secrets
+from tenantguard.data import memory, model_providers, runs, secrets
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
@@ -34,6 +34,8 @@ CORE_TABLES = {
     "secrets",
     "secret_versions",
     "signing_keys",
+    "model_providers",
+    "model_provider_grants",
 }
 
 
@@ -70,6 +72,19 @@ def populated(
         runs.append_event(tx, ctx, run.id, type="t", data={}, now=clock.now())
         secrets.write(tx, ctx, keyring, "token", b"value", now=clock.now())
         keyring.set_rotation(tx, ctx, timedelta(days=30))
+        model_providers.put(
+            tx,
+            ctx,
+            "p",
+            kind="openai",
+            base_url=None,
+            secret_name="token",
+            models=["m"],
+            now=clock.now(),
+        )
+        model_providers.grant_shared(
+            tx, ctx, "shared", reason="tests", granted_by="tests", now=clock.now()
+        )
     platform = TenantContext(PLATFORM_TENANT_ID, Principal("system", "tests"), frozenset(), "rls")
     with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
         keyring.destroy_all(tx, platform)  # the platform realm outlives tests and their KEKs

@@ -21,7 +21,15 @@ from tenantguard.db.doctor import examine
 from tenantguard.errors import DoctorFailed
 from tenantguard.gateway import problems
 from tenantguard.gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from tenantguard.gateway.routes import apikeys, audit, health, memory, runs, secrets
+from tenantguard.gateway.routes import (
+    apikeys,
+    audit,
+    health,
+    memory,
+    model_providers,
+    runs,
+    secrets,
+)
 from tenantguard.gateway.runtime import Runtime
 from tenantguard.settings import Settings
 
@@ -86,6 +94,7 @@ def create_app(
         memory.router,
         runs.router,
         secrets.router,
+        model_providers.router,
         audit.router,
     )
     for router in routers:

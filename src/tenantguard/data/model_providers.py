@@ -1,0 +1,293 @@
+"""Model providers, bring your own key: strict BYOK as an invariant.
+
+A tenant's provider names a kind, a base URL, the vault secret that holds its key, and the
+models it may serve. `resolve(model)` finds the tenant's own provider for the model, or one
+shared with the tenant by an explicit, audited grant; otherwise it raises
+`ModelProviderMissing`. There is no silent shared pool: a request uses the tenant's own
+credential or a granted one, or fails, and the audit says which.
+
+Reaching private endpoints (Ollama, vLLM) additionally needs an egress grant (agents issue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, get_args
+from urllib.parse import urlsplit
+from uuid import UUID, uuid4
+
+from pydantic import SecretStr
+
+from tenantguard.audit.store import record_action
+from tenantguard.context import PLATFORM_TENANT_ID, TenantContext
+from tenantguard.crypto.keyring import Keyring
+from tenantguard.data import secrets
+from tenantguard.db.pool import Connection, Database
+from tenantguard.errors import ModelProviderMissing, NotFound, RequestInvalid
+
+Kind = Literal["openai", "anthropic", "mistral", "ollama", "vllm", "openai_compatible"]
+KINDS: tuple[str, ...] = get_args(Kind)
+# Hosted kinds: a default base URL, HTTPS only, and a key is required.
+HOSTED: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "mistral": "https://api.mistral.ai/v1",
+}
+_COLUMNS = "id, name, kind, base_url, secret_name, models, created_at, updated_at"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProvider:
+    id: UUID
+    name: str
+    kind: str
+    base_url: str
+    secret_name: str | None
+    models: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """What a model call needs, for one call: never stored, never logged."""
+
+    provider: str
+    kind: str
+    base_url: str
+    model: str
+    api_key: SecretStr | None
+    shared: bool
+
+
+def _provider(row: tuple[object, ...]) -> ModelProvider:
+    values = list(row)
+    values[5] = tuple(values[5])  # type: ignore[arg-type]
+    return ModelProvider(*values)  # type: ignore[arg-type]
+
+
+def check_base_url(kind: str, base_url: str | None) -> str:
+    """The provider's base URL, validated: http(s), a host, no credentials, query or fragment;
+    HTTPS for hosted kinds (which default to their public endpoint)."""
+    url = base_url or HOSTED.get(kind)
+    if url is None:
+        raise RequestInvalid(f"A {kind} provider needs a base_url.")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RequestInvalid("A base_url is an absolute http(s) URL.")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise RequestInvalid("A base_url carries no credentials, query or fragment.")
+    if kind in HOSTED and parts.scheme != "https":
+        raise RequestInvalid(f"A {kind} provider is reached over https only.")
+    return url.rstrip("/")
+
+
+def put(
+    conn: Connection,
+    ctx: TenantContext,
+    name: str,
+    *,
+    kind: str,
+    base_url: str | None,
+    secret_name: str | None,
+    models: list[str],
+    now: datetime,
+) -> ModelProvider:
+    """Create or replace the tenant's provider `name`."""
+    if kind not in KINDS:
+        raise RequestInvalid("Unknown provider kind.")
+    url = check_base_url(kind, base_url)
+    if kind in HOSTED and secret_name is None:
+        raise RequestInvalid(f"A {kind} provider needs the name of the secret holding its key.")
+    if secret_name is not None:
+        try:
+            secrets.versions(conn, ctx.tenant_id, secret_name)
+        except NotFound as exc:
+            raise RequestInvalid("No secret of that name in this tenant's vault.") from exc
+    unique_models = sorted(set(models))
+    existing = conn.execute(
+        "SELECT id FROM tenantguard.model_providers WHERE tenant_id = %s AND name = %s"
+        " AND deleted_at IS NULL FOR UPDATE",
+        (ctx.tenant_id, name),
+    ).fetchone()
+    if existing is None:
+        row = conn.execute(
+            "INSERT INTO tenantguard.model_providers (tenant_id, id, name, kind, base_url,"
+            " secret_name, models, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+            f" %s, %s) RETURNING {_COLUMNS}",
+            (ctx.tenant_id, uuid4(), name, kind, url, secret_name, unique_models, now, now),
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "UPDATE tenantguard.model_providers SET kind = %s, base_url = %s, secret_name = %s,"
+            f" models = %s, updated_at = %s WHERE tenant_id = %s AND id = %s RETURNING {_COLUMNS}",
+            (kind, url, secret_name, unique_models, now, ctx.tenant_id, existing[0]),
+        ).fetchone()
+    assert row is not None  # noqa: S101 (RETURNING of the row just written)
+    record_action(
+        conn,
+        ctx,
+        action="model_provider.put",
+        target_type="model_provider",
+        target_id=name,
+        now=now,
+        payload={"kind": kind, "base_url": url, "secret": secret_name, "models": unique_models},
+    )
+    return _provider(row)
+
+
+def list_providers(conn: Connection, tenant_id: UUID) -> list[ModelProvider]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM tenantguard.model_providers WHERE tenant_id = %s"
+        " AND deleted_at IS NULL ORDER BY name",
+        (tenant_id,),
+    ).fetchall()
+    return [_provider(r) for r in rows]
+
+
+def get(conn: Connection, tenant_id: UUID, name: str) -> ModelProvider:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM tenantguard.model_providers WHERE tenant_id = %s AND name = %s"
+        " AND deleted_at IS NULL",
+        (tenant_id, name),
+    ).fetchone()
+    if row is None:
+        raise NotFound()
+    return _provider(row)
+
+
+def delete(conn: Connection, ctx: TenantContext, name: str, *, now: datetime) -> None:
+    provider = get(conn, ctx.tenant_id, name)
+    conn.execute(
+        "UPDATE tenantguard.model_providers SET deleted_at = %s WHERE tenant_id = %s AND id = %s",
+        (now, ctx.tenant_id, provider.id),
+    )
+    record_action(
+        conn,
+        ctx,
+        action="model_provider.delete",
+        target_type="model_provider",
+        target_id=name,
+        now=now,
+    )
+
+
+def grant_shared(
+    conn: Connection,
+    ctx: TenantContext,
+    shared_provider: str,
+    *,
+    reason: str,
+    granted_by: str,
+    now: datetime,
+) -> None:
+    """Let `ctx`'s tenant use the platform's provider `shared_provider`. Audited in the
+    tenant's chain; the operator realm (identity issue) will gate who may call this."""
+    conn.execute(
+        "INSERT INTO tenantguard.model_provider_grants (tenant_id, shared_provider, granted_at,"
+        " granted_by, reason) VALUES (%s, %s, %s, %s, %s)",
+        (ctx.tenant_id, shared_provider, now, granted_by, reason),
+    )
+    record_action(
+        conn,
+        ctx,
+        action="model_provider.grant_shared",
+        target_type="model_provider",
+        target_id=shared_provider,
+        now=now,
+        payload={"granted_by": granted_by, "reason": reason},
+    )
+
+
+def revoke_shared(
+    conn: Connection, ctx: TenantContext, shared_provider: str, *, now: datetime
+) -> None:
+    revoked = conn.execute(
+        "UPDATE tenantguard.model_provider_grants SET revoked_at = %s WHERE tenant_id = %s"
+        " AND shared_provider = %s AND revoked_at IS NULL RETURNING granted_at",
+        (now, ctx.tenant_id, shared_provider),
+    ).fetchone()
+    if revoked is None:
+        raise NotFound()
+    record_action(
+        conn,
+        ctx,
+        action="model_provider.revoke_shared",
+        target_type="model_provider",
+        target_id=shared_provider,
+        now=now,
+    )
+
+
+def _serving(conn: Connection, tenant_id: UUID, model: str) -> ModelProvider | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM tenantguard.model_providers WHERE tenant_id = %s"
+        " AND deleted_at IS NULL AND %s = ANY (models) ORDER BY name LIMIT 1",
+        (tenant_id, model),
+    ).fetchone()
+    return None if row is None else _provider(row)
+
+
+def _key(
+    conn: Connection,
+    ctx: TenantContext,
+    keyring: Keyring,
+    provider: ModelProvider,
+    *,
+    use: str,
+    now: datetime,
+) -> SecretStr | None:
+    if provider.secret_name is None:
+        return None
+    value = secrets.read(conn, ctx, keyring, provider.secret_name, use=use, now=now)
+    return SecretStr(value.decode("utf-8"))
+
+
+def resolve(
+    db: Database, ctx: TenantContext, keyring: Keyring, model: str, *, now: datetime
+) -> ResolvedModel:
+    """The provider and key for `model`, acting for `ctx`'s tenant: its own provider, else a
+    granted shared one, else `ModelProviderMissing`. Every outcome is audited."""
+    with db.tenant_transaction(ctx.tenant_id) as tx:
+        own = _serving(tx, ctx.tenant_id, model)
+        if own is not None:
+            key = _key(tx, ctx, keyring, own, use=f"model:{own.name}", now=now)
+            return ResolvedModel(own.name, own.kind, own.base_url, model, key, shared=False)
+        granted = [
+            str(r[0])
+            for r in tx.execute(
+                "SELECT shared_provider FROM tenantguard.model_provider_grants WHERE tenant_id = %s"
+                " AND revoked_at IS NULL ORDER BY shared_provider",
+                (ctx.tenant_id,),
+            ).fetchall()
+        ]
+    platform = TenantContext(PLATFORM_TENANT_ID, ctx.principal, frozenset(), ctx.request_id)
+    with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        shared = _serving(tx, PLATFORM_TENANT_ID, model)
+        usable = shared is not None and shared.name in granted
+        key = None
+        if usable and shared is not None:
+            key = _key(
+                tx,
+                platform,
+                keyring,
+                shared,
+                use=f"model:{shared.name}:for:{ctx.tenant_id}",
+                now=now,
+            )
+    with db.tenant_transaction(ctx.tenant_id) as tx:
+        record_action(
+            tx,
+            ctx,
+            action="model.resolve",
+            target_type="model",
+            target_id=model,
+            now=now,
+            outcome="success" if usable else "denied",
+            reason="" if usable else "no_provider",
+            payload={"shared_provider": shared.name if usable and shared else None},
+        )
+    if not usable or shared is None:
+        raise ModelProviderMissing()
+    return ResolvedModel(shared.name, shared.kind, shared.base_url, model, key, shared=True)
