@@ -16,7 +16,7 @@ from tenantguard.crypto.keyring import open_keyring
 from tenantguard.crypto.signing import thumbprint
 from tenantguard.data import secrets
 from tenantguard.db import Database
-from tenantguard.errors import KeyProviderUnavailable
+from tenantguard.errors import DecryptionFailed, KeyProviderUnavailable
 from tenantguard.settings import Settings
 from tenantguard.testing import FakeClock, TestDatabase
 
@@ -168,3 +168,24 @@ def test_shared_provider_is_granted_and_revoked(env: Path, pg: TestDatabase) -> 
     )
     assert again.exit_code != 0
     assert "sk-pool-123" not in put.output + granted.output + revoked.output
+
+
+def test_shred_needs_confirmation_and_then_nothing_opens(env: Path) -> None:
+    tenant = _tenant_with_a_secret()
+    refused = runner.invoke(app, ["keys", "shred", "--tenant", tenant, "--confirm", "yes"])
+    assert refused.exit_code != 0
+    done = runner.invoke(app, ["keys", "shred", "--tenant", tenant, "--confirm", tenant])
+    assert done.exit_code == 0, done.output
+    assert "1 data keys destroyed" in done.stdout
+    status = json.loads(runner.invoke(app, ["keys", "status", "--tenant", tenant, "--json"]).stdout)
+    assert {r["state"] for r in status} == {"destroyed"}
+    settings = Settings()
+    ring = open_keyring(settings, clock=FakeClock(), create=False)
+    assert settings.database_url is not None
+    ctx = TenantContext(UUID(tenant), Principal("system", "tests"), frozenset(), "shred")
+    with (
+        Database(settings.database_url) as db,
+        db.tenant_transaction(UUID(tenant)) as tx,
+        pytest.raises(DecryptionFailed),
+    ):
+        secrets.read(tx, ctx, ring, "api", use="tests", now=FakeClock().now())

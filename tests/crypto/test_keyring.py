@@ -55,6 +55,9 @@ class CountingKek:
     def rotate(self) -> str:
         return self.inner.rotate()
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 @pytest.fixture
 def kek(tmp_path: Path) -> CountingKek:

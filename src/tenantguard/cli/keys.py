@@ -21,6 +21,7 @@ from tenantguard.crypto.fields import reencrypt
 from tenantguard.crypto.keyring import Keyring, open_keyring
 from tenantguard.data.columns import ENCRYPTED_COLUMNS
 from tenantguard.data.tenants import tenant_ids
+from tenantguard.errors import RequestInvalid
 
 keys_app = typer.Typer(no_args_is_help=True, help="Data keys and key-encryption keys.")
 TenantOption = Annotated[UUID, typer.Option("--tenant", help="The tenant to act on.")]
@@ -203,3 +204,21 @@ def signing_export() -> None:
     with database(settings) as db, db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
         keys = signing.public_keys(tx, now=SystemClock().now())
     print(json.dumps(signing.jwks(keys), indent=2))
+
+
+@keys_app.command("shred")
+def shred(
+    tenant: TenantOption,
+    confirm: Annotated[
+        str, typer.Option(help="The tenant id again: crypto-shredding cannot be undone.")
+    ],
+) -> None:
+    """Destroy every data key of a tenant: nothing sealed under them opens again, for anyone.
+    (The full tenant purge, rows and artifacts included, builds on this.)"""
+    if confirm != str(tenant):
+        raise RequestInvalid("--confirm must repeat the tenant id.")
+    settings = load_settings()
+    ring = open_keyring(settings, clock=SystemClock(), create=False)
+    with database(settings) as db, db.tenant_transaction(tenant) as tx:
+        destroyed = ring.destroy_all(tx, _ctx(tenant))
+    out.print(f"tenant {tenant}: {destroyed} data keys destroyed")

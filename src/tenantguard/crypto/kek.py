@@ -50,6 +50,8 @@ class KekProvider(Protocol):
 
     def rotate(self) -> str: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class KekConfig:
@@ -158,6 +160,9 @@ class LocalKek:
             os.close(fd)
         self._keys[version] = AESGCM(material)
         return self.active_id()
+
+    def close(self) -> None:
+        self._keys.clear()
 
 
 class Pkcs11Kek:

@@ -113,6 +113,11 @@ class _UnwrapCache:
                 self._evict(next(iter(self._entries)))
         return aes
 
+    def clear(self) -> None:
+        with self._lock:
+            for key in list(self._entries):
+                self._evict(key)
+
     def evict_tenant(self, tenant_id: UUID) -> None:
         with self._lock:
             for key in [k for k in self._entries if k[0] == tenant_id]:
@@ -142,6 +147,11 @@ class Keyring:
     @property
     def kek(self) -> KekProvider:
         return self._kek
+
+    def close(self) -> None:
+        """Drop cached keys and release the KEK (an HSM session is logged out)."""
+        self._cache.clear()
+        self._kek.close()
 
     # -- the recipe ------------------------------------------------------------------------
 

@@ -70,7 +70,10 @@ def create_app(
                     )
                 raise DoctorFailed()
             the_clock = clock or SystemClock()
-            ring = keyring or open_keyring(settings, clock=the_clock)
+            ring = keyring
+            if ring is None:
+                ring = open_keyring(settings, clock=the_clock)
+                stack.callback(ring.close)
             app.state.runtime = Runtime(
                 db=db, clock=the_clock, config=settings.gateway(), keyring=ring
             )
