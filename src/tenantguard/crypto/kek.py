@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -37,6 +37,7 @@ from tenantguard.errors import ConfigurationError, DecryptionFailed, KeyProvider
 NONCE_LEN = 12
 _LOCAL_FILE = re.compile(r"kek-(\d{4})\.key")
 PKCS11_LABEL = "tenantguard-kek-{:04d}"
+T = TypeVar("T")
 
 
 class KekProvider(Protocol):
@@ -72,6 +73,15 @@ def open_kek(config: KekConfig, *, create: bool) -> KekProvider:
             "The pkcs11 key provider needs TENANTGUARD_PKCS11_MODULE, _TOKEN and _PIN."
         )
     return Pkcs11Kek(config.pkcs11_module, config.pkcs11_token, config.pkcs11_pin, create=create)
+
+
+def _pick(keys: dict[int, T], prefix: str, kek_id: str) -> T:
+    """The KEK version `kek_id` names (`<prefix>-NNNN`), or fail closed."""
+    match = re.fullmatch(prefix + r"-(\d{4})", kek_id)
+    key = keys.get(int(match[1])) if match else None
+    if key is None:
+        raise KeyProviderUnavailable(f"Key-encryption key {kek_id} is not available.")
+    return key
 
 
 def _gcm_wrap(kek: AESGCM, key: bytes, context: bytes) -> bytes:
@@ -134,11 +144,7 @@ class LocalKek:
         return f"local-{max(self._keys):04d}"
 
     def _version(self, kek_id: str) -> AESGCM:
-        match = re.fullmatch(r"local-(\d{4})", kek_id)
-        key = self._keys.get(int(match[1])) if match else None
-        if key is None:
-            raise KeyProviderUnavailable(f"Key-encryption key {kek_id} is not available.")
-        return key
+        return _pick(self._keys, "local", kek_id)
 
     def wrap(self, key: bytes, *, context: bytes) -> tuple[str, bytes]:
         kek_id = self.active_id()
@@ -199,11 +205,7 @@ class Pkcs11Kek:
         return f"pkcs11-{max(self._keys):04d}"
 
     def _version(self, kek_id: str) -> Any:
-        match = re.fullmatch(r"pkcs11-(\d{4})", kek_id)
-        key = self._keys.get(int(match[1])) if match else None
-        if key is None:
-            raise KeyProviderUnavailable(f"Key-encryption key {kek_id} is not available.")
-        return key
+        return _pick(self._keys, "pkcs11", kek_id)
 
     def wrap(self, key: bytes, *, context: bytes) -> tuple[str, bytes]:
         from pkcs11.mechanisms import GCMParams  # noqa: PLC0415
