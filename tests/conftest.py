@@ -7,7 +7,9 @@ import io
 import logging
 import os
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import psycopg
 import pytest
@@ -17,12 +19,16 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tenantguard.context import Principal
+from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
+from tenantguard.crypto import signing
 from tenantguard.crypto.kek import LocalKek
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data.tenants import NewTenant, create_tenant
 from tenantguard.db import Database
+from tenantguard.errors import DecryptionFailed, ServiceUnavailable
 from tenantguard.gateway import create_app
+from tenantguard.identity import users
+from tenantguard.identity.sessions import Issued, Sessions
 from tenantguard.logs import configure_logging
 from tenantguard.settings import LogConfig, Settings
 from tenantguard.testing import (
@@ -80,10 +86,59 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_root=tmp_path)
 
 
+@pytest.fixture(scope="session")
+def shared_kek(tmp_path_factory: pytest.TempPathFactory) -> LocalKek:
+    """One KEK for the session: the platform realm (signing keys) outlives single tests."""
+    return LocalKek(tmp_path_factory.mktemp("kek") / "keys", create=True)
+
+
 @pytest.fixture
-def keyring(tmp_path: Path, clock: FakeClock) -> Keyring:
-    """A keyring over a fresh local KEK (key files under this test's tmp dir)."""
-    return Keyring(LocalKek(tmp_path / "keys", create=True), clock=clock)
+def keyring(shared_kek: LocalKek, clock: FakeClock) -> Keyring:
+    return Keyring(shared_kek, clock=clock)
+
+
+@pytest.fixture
+def signing_key(db: Database, keyring: Keyring, clock: FakeClock) -> str:
+    """An active platform signing key, valid at this test's time, that opens under this
+    session's KEK (the platform realm outlives tests, their KEKs and their fake clocks)."""
+    platform = TenantContext(PLATFORM_TENANT_ID, TEST_ACTOR, frozenset(), "signing-key")
+    with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        try:
+            kid = signing.active(tx, keyring).kid
+        except (DecryptionFailed, ServiceUnavailable):
+            keyring.destroy_all(tx, platform)
+            kid = None
+        valid = {k.kid for k in signing.public_keys(tx, now=clock.now())}
+        if kid is None or kid not in valid:
+            kid = signing.rotate(tx, platform, keyring, now=clock.now() - timedelta(hours=1))
+    return kid
+
+
+@pytest.fixture
+def sessions_service(
+    db: Database, keyring: Keyring, clock: FakeClock, signing_key: str, settings: Settings
+) -> Sessions:
+    return Sessions(db, keyring, settings.tokens(), clock=clock)
+
+
+@pytest.fixture
+def sign_in(
+    db: Database, sessions_service: Sessions, clock: FakeClock
+) -> Callable[[NewTenant, str], tuple[users.User, Issued]]:
+    """Add a user of `role` to a tenant and open a session for it: (user, tokens)."""
+
+    def make(tenant: NewTenant, role: str) -> tuple[users.User, Issued]:
+        ctx = TenantContext(tenant.tenant_id, TEST_ACTOR, frozenset(), "sign-in")
+        with db.tenant_transaction(tenant.tenant_id) as tx:
+            user = users.add(
+                tx, ctx, email=f"{role}-{uuid4().hex[:8]}@example.com", role=role, now=clock.now()
+            )
+        issued = sessions_service.start(
+            tenant.tenant_id, user.id, amr=("test",), request_id="sign-in"
+        )
+        return user, issued
+
+    return make
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def test_signing_keys_rotate_and_export(env: Path, pg: TestDatabase) -> None:
     for key in keys:
         x = base64.urlsafe_b64decode(key["x"] + "=")
         assert key["kid"] == thumbprint(x)
-        assert (key["kty"], key["crv"], key["alg"]) == ("OKP", "Ed25519", "EdDSA")
+        assert (key["kty"], key["crv"], key["alg"]) == ("OKP", "Ed25519", "Ed25519")
 
 
 def test_shared_provider_is_granted_and_revoked(env: Path, pg: TestDatabase) -> None:

@@ -27,10 +27,36 @@ ACTIONS: Mapping[str, str] = MappingProxyType(
         "runs:write": "start runs and append their events",
         "secrets:read": "list vault secrets and their versions (never values)",
         "secrets:write": "write and delete vault secrets",
+        "sessions:manage": "list and revoke any session of the tenant",
+        "sessions:self": "list and revoke one's own sessions",
+        "users:manage": "add users, change their roles, remove them",
+        "users:read": "list the tenant's users",
     }
 )
 
 ADMIN_CAPABILITIES = frozenset(ACTIONS)
+
+ROLES = ("owner", "admin", "member", "auditor")
+_READS = frozenset(a for a in ACTIONS if a.endswith(":read"))
+# The role x action matrix: what a tenant user of each role may do. Data, in one place.
+ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "owner": ADMIN_CAPABILITIES,
+        "admin": ADMIN_CAPABILITIES,
+        "member": frozenset(
+            {
+                "memory:read",
+                "memory:write",
+                "runs:read",
+                "runs:write",
+                "model_providers:read",
+                "secrets:read",
+                "sessions:self",
+            }
+        ),
+        "auditor": _READS | {"sessions:self"},
+    }
+)
 
 
 def capability_set(names: Iterable[str]) -> frozenset[str]:

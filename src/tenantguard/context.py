@@ -48,6 +48,7 @@ class TenantContext:
     principal: Principal
     capabilities: frozenset[str]
     request_id: str
+    session_id: UUID | None = None  # set when a user acts through a session's access token
 
     def allows(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -43,6 +43,14 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenConfig:
+    """Who issues access tokens and for whom: their `iss` and `aud`."""
+
+    issuer: str
+    audience: str
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: LogLevel
     json: bool
@@ -72,6 +80,9 @@ class Settings(BaseSettings):
     pkcs11_pin: SecretStr | None = None
     # How long an unwrapped data key may stay in a process's memory (0: never cached).
     key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # Access tokens: who issues them and for whom (iss, aud).
+    token_issuer: str = Field(default="tenantguard", min_length=1, max_length=200)
+    token_audience: str = Field(default="tenantguard-api", min_length=1, max_length=200)
 
     def database(self) -> DatabaseConfig:
         return DatabaseConfig(
@@ -93,6 +104,9 @@ class Settings(BaseSettings):
             pkcs11_token=self.pkcs11_token,
             pkcs11_pin=self.pkcs11_pin,
         )
+
+    def tokens(self) -> TokenConfig:
+        return TokenConfig(issuer=self.token_issuer, audience=self.token_audience)
 
     def logging(self) -> LogConfig:
         return LogConfig(level=self.log_level, json=self.log_json)

@@ -17,14 +17,23 @@ from fastapi.testclient import TestClient
 from tenantguard.data.tenants import NewTenant
 from tenantguard.gateway import create_app
 from tenantguard.gateway.auth import Operation, operations
+from tenantguard.identity import users
+from tenantguard.identity.sessions import Issued
 from tenantguard.settings import Settings
 
 _APP = create_app(Settings(data_root=Path("/nonexistent")))  # never started: only enumerated
 OPERATIONS = operations(_APP)
 OPENAPI: dict[str, Any] = _APP.openapi()
-API_OPERATIONS = [op for op in OPERATIONS if op.path.startswith("/api/")]
 # Routes anyone may call. Adding a public route means adding it here, on purpose.
-PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/.well-known/jwks.json"),
+    ("POST", "/api/auth/refresh"),  # the refresh token in the body is the credential
+}
+API_OPERATIONS = [
+    op for op in OPERATIONS if op.path.startswith("/api/") and (op.method, op.path) not in PUBLIC
+]
 # Collections addressed by names each tenant chooses (not opaque ids): B naming A's secret
 # addresses B's own secret of that name. Isolation there means: nothing of A's moves or shows.
 NAMED = ("/api/secrets", "/api/model-providers")
@@ -97,12 +106,22 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "keys": [{k: v for k, v in key.items() if k != "last_used_at"} for key in keys],
         "secret": client.get(f"/api/secrets/{secret}", headers=h).json(),
         "providers": client.get("/api/model-providers", headers=h).json(),
+        "users": client.get("/api/users", headers=h).json(),
+        "sessions": [
+            {k: v for k, v in s.items() if k != "last_seen_at"}
+            for s in client.get("/api/admin/sessions", headers=h).json()
+        ],
     }
 
 
 @pytest.fixture
-def world(client: TestClient, make_tenant: Callable[[str], NewTenant]) -> World:
+def world(
+    client: TestClient,
+    make_tenant: Callable[[str], NewTenant],
+    sign_in: Callable[[NewTenant, str], tuple[users.User, Issued]],
+) -> World:
     a, b = make_tenant("A"), make_tenant("B")
+    a_user, a_login = sign_in(a, "member")
     h = World.headers(a)
     marker = f"only-in-A-{a.tenant_id.hex[:8]}"
     entry = client.post("/api/memory", json={"key": "a-key", "content": marker}, headers=h)
@@ -131,5 +150,9 @@ def world(client: TestClient, make_tenant: Callable[[str], NewTenant]) -> World:
             "/api/api-keys": key.json()["id"],
             "/api/secrets": "a-secret",
             "/api/model-providers": "a-provider",
+            "/api/users": str(a_user.id),
+            "/api/admin/users": str(a_user.id),
+            "/api/sessions": str(a_login.session.id),
+            "/api/admin/sessions": str(a_login.session.id),
         },
     )

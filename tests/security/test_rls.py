@@ -11,7 +11,6 @@ import pytest
 from psycopg import errors as pg_errors
 
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
-from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data import memory, model_providers, runs, secrets
 from tenantguard.data.tenants import NewTenant
@@ -36,6 +35,9 @@ CORE_TABLES = {
     "signing_keys",
     "model_providers",
     "model_provider_grants",
+    "users",
+    "sessions",
+    "refresh_tokens",
 }
 
 
@@ -60,7 +62,11 @@ def app_conn(pg: TestDatabase) -> Iterator[Conn]:
 
 @pytest.fixture
 def populated(
-    db: Database, make_tenant: Callable[[str], NewTenant], clock: FakeClock, keyring: Keyring
+    db: Database,
+    make_tenant: Callable[[str], NewTenant],
+    clock: FakeClock,
+    keyring: Keyring,
+    sign_in: Callable[[NewTenant, str], object],
 ) -> NewTenant:
     """A tenant with a row in every tenant table, and the platform realm with a signing key
     (the one table only the platform realm fills)."""
@@ -85,10 +91,7 @@ def populated(
         model_providers.grant_shared(
             tx, ctx, "shared", reason="tests", granted_by="tests", now=clock.now()
         )
-    platform = TenantContext(PLATFORM_TENANT_ID, Principal("system", "tests"), frozenset(), "rls")
-    with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
-        keyring.destroy_all(tx, platform)  # the platform realm outlives tests and their KEKs
-        signing.rotate(tx, platform, keyring, now=clock.now())
+    sign_in(tenant, "member")  # users, sessions, refresh_tokens (and a platform signing key)
     return tenant
 
 

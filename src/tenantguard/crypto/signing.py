@@ -69,7 +69,7 @@ class PublicKey:
             "crv": "Ed25519",
             "x": _b64url(self.public_key),
             "kid": self.kid,
-            "alg": "EdDSA",
+            "alg": "Ed25519",
             "use": "sig",
         }
 

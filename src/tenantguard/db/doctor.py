@@ -29,7 +29,13 @@ from tenantguard.errors import ConfigurationError
 
 TENANT_PREDICATE = "(tenant_id = tenantguard.current_tenant())"
 # Named, reviewed SECURITY DEFINER functions. Each one is a deliberate hole in RLS.
-SECURITY_DEFINER_ALLOWED = frozenset({"tenantguard.resolve_api_key", "tenantguard.tenant_ids"})
+SECURITY_DEFINER_ALLOWED = frozenset(
+    {
+        "tenantguard.resolve_api_key",
+        "tenantguard.resolve_refresh_token",
+        "tenantguard.tenant_ids",
+    }
+)
 _USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"
 
 

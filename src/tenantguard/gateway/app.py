@@ -25,12 +25,14 @@ from tenantguard.gateway.routes import (
     apikeys,
     audit,
     health,
+    identity,
     memory,
     model_providers,
     runs,
     secrets,
 )
 from tenantguard.gateway.runtime import Runtime
+from tenantguard.identity.sessions import Sessions
 from tenantguard.settings import Settings
 
 MAX_BODY_BYTES = 1_048_576
@@ -75,7 +77,11 @@ def create_app(
                 ring = open_keyring(settings, clock=the_clock)
                 stack.callback(ring.close)
             app.state.runtime = Runtime(
-                db=db, clock=the_clock, config=settings.gateway(), keyring=ring
+                db=db,
+                clock=the_clock,
+                config=settings.gateway(),
+                keyring=ring,
+                sessions=Sessions(db, ring, settings.tokens(), clock=the_clock),
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield
@@ -98,6 +104,7 @@ def create_app(
         runs.router,
         secrets.router,
         model_providers.router,
+        identity.router,
         audit.router,
     )
     for router in routers:

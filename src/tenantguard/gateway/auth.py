@@ -1,8 +1,9 @@
 """Authentication and authorisation of a request: the `Authorize(action)` dependency.
 
 Every `/api` route declares, through `Authorize`, the one action it performs. The dependency
-reads `Authorization: Bearer <api key>`, resolves it (one opaque 401 for every failure, the
-reason kept for the audit), builds the `TenantContext`, and refuses with `capability_denied`
+reads `Authorization: Bearer <api key or access token>`, resolves it (an access token is
+verified and checked against its session on every request; one opaque 401 for every failure,
+the reason kept for the audit), builds the `TenantContext`, and refuses with `capability_denied`
 unless the key holds the action's capability. Failures and denials are audited before the
 error is answered; if that audit write fails, the request fails with 503.
 """
@@ -24,6 +25,7 @@ from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.errors import CapabilityDenied, InvalidCredentials
 from tenantguard.gateway.runtime import Runtime, request_id, runtime
 from tenantguard.identity import keystore
+from tenantguard.identity.tokens import looks_like_jwt
 
 _log = structlog.get_logger("tenantguard.auth")
 _ANONYMOUS = Principal(type="anonymous", id="")
@@ -50,23 +52,28 @@ class Authorize:
         rt = runtime(request)
         rid = request_id(request)
         now = rt.clock.now()
+        resolved = None
         try:
             presented = bearer_credential(request.headers.get("authorization"))
-            with rt.db.system_transaction() as tx:
-                resolved = keystore.resolve(tx, presented, now=now)
+            if looks_like_jwt(presented):
+                ctx = rt.sessions.authenticate(presented, request_id=rid)
+            else:
+                with rt.db.system_transaction() as tx:
+                    resolved = keystore.resolve(tx, presented, now=now)
+                ctx = TenantContext(
+                    tenant_id=resolved.tenant_id,
+                    principal=Principal(type="api_key", id=str(resolved.key_id)),
+                    capabilities=resolved.capabilities,
+                    request_id=rid,
+                )
         except InvalidCredentials as exc:
-            _record_failure(rt, exc, rid=rid, action=self.action)
+            record_failure(rt, exc, rid=rid, action=self.action)
             raise
-        ctx = TenantContext(
-            tenant_id=resolved.tenant_id,
-            principal=Principal(type="api_key", id=str(resolved.key_id)),
-            capabilities=resolved.capabilities,
-            request_id=rid,
-        )
         allowed = ctx.allows(self.action)
-        if resolved.needs_touch or not allowed:
+        needs_touch = resolved is not None and resolved.needs_touch
+        if needs_touch or not allowed:
             with rt.db.tenant_transaction(ctx.tenant_id) as tx:
-                if resolved.needs_touch:
+                if resolved is not None and needs_touch:
                     keystore.touch(tx, ctx.tenant_id, resolved.key_id, now=now)
                 if not allowed:
                     record_action(
@@ -110,7 +117,13 @@ def denials_audited(
         raise
 
 
-def _record_failure(rt: Runtime, exc: InvalidCredentials, *, rid: str, action: str) -> None:
+def _credential_type(credential_id: str) -> str:
+    if not credential_id:
+        return ""
+    return "session" if credential_id.startswith("session:") else "api_key"
+
+
+def record_failure(rt: Runtime, exc: InvalidCredentials, *, rid: str, action: str) -> None:
     """Audit an authentication failure: in the key's tenant if the key is known, else in the
     platform chain. The outward answer stays the same 401 either way."""
     tenant = exc.tenant_id or PLATFORM_TENANT_ID
@@ -126,7 +139,7 @@ def _record_failure(rt: Runtime, exc: InvalidCredentials, *, rid: str, action: s
                 outcome="failure",
                 actor=_ANONYMOUS,
                 reason=exc.reason,
-                target_type="api_key" if exc.credential_id else "",
+                target_type=_credential_type(exc.credential_id),
                 target_id=exc.credential_id,
                 payload={"for_action": action},
             ),

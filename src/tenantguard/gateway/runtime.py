@@ -10,6 +10,7 @@ from tenantguard.clock import Clock
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Database
 from tenantguard.errors import ServiceUnavailable
+from tenantguard.identity.sessions import Sessions
 from tenantguard.settings import GatewayConfig
 
 
@@ -19,6 +20,7 @@ class Runtime:
     clock: Clock
     config: GatewayConfig
     keyring: Keyring
+    sessions: Sessions
 
 
 def runtime(request: Request) -> Runtime:

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 from tenantguard.errors import InvalidCredentials
 
-KINDS = frozenset({"sk"})  # sk: a tenant's service key. An unknown kind is refused.
+# sk: a tenant's service (API) key; rt: a session's refresh token. An unknown kind is refused,
+# and each resolution path accepts only its own kind.
+KINDS = frozenset({"sk", "rt"})
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _RANDOM_LEN = 32
 _CHECK_LEN = 6
@@ -63,15 +65,16 @@ def generate(kind: str = "sk") -> NewApiKey:
     return NewApiKey(secret, hash_key(secret), secret[:DISPLAY_PREFIX_LEN])
 
 
-def parse(candidate: str) -> bytes:
-    """Check `candidate`'s form and checksum and return its hash for the lookup.
+def parse(candidate: str, *, kind: str = "sk") -> bytes:
+    """Check `candidate`'s form, kind and checksum and return its hash for the lookup.
 
-    Raises `InvalidCredentials("malformed")` for anything that is not a well-formed key.
+    Raises `InvalidCredentials("malformed")` for anything that is not a well-formed credential
+    of `kind`.
     """
     if len(candidate) > MAX_KEY_LENGTH:
         raise InvalidCredentials("malformed")
     match = _FORMAT.fullmatch(candidate)
-    if match is None or match[1] not in KINDS:
+    if match is None or match[1] != kind or kind not in KINDS:
         raise InvalidCredentials("malformed")
     body = candidate[:-_CHECK_LEN]
     if not hmac.compare_digest(_checksum(body), match[3]):

@@ -1,0 +1,217 @@
+"""Users, sessions and tokens: `/api/users`, `/api/sessions`, `/api/admin/sessions`,
+`/api/auth/refresh`, `/api/auth/logout` and the public `/.well-known/jwks.json`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from tenantguard.authz import ROLES
+from tenantguard.context import PLATFORM_TENANT_ID, TenantContext
+from tenantguard.crypto import signing
+from tenantguard.errors import InvalidCredentials, NotFound
+from tenantguard.gateway.auth import Authorize, record_failure
+from tenantguard.gateway.runtime import request_id, runtime
+from tenantguard.identity import sessions, users
+
+router = APIRouter(tags=["identity"])
+Role = Annotated[str, Field(pattern="^(" + "|".join(ROLES) + ")$")]
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class UserAdd(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"email": "ada@example.com", "role": "member"}]},
+    )
+    email: str = Field(min_length=3, max_length=320)
+    role: Role
+
+
+class UserRole(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"role": "auditor"}]})
+    role: Role
+
+
+class UserOut(BaseModel):
+    id: UUID
+    email: str
+    role: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: users.User) -> UserOut:
+        return cls(id=user.id, email=user.email, role=user.role, created_at=user.created_at)
+
+
+class SessionOut(BaseModel):
+    id: UUID
+    user_id: UUID
+    created_at: datetime
+    expires_at: datetime
+    last_seen_at: datetime
+    amr: list[str]
+    revoked_at: datetime | None
+    current: bool
+
+    @classmethod
+    def of(cls, session: sessions.Session, ctx: TenantContext) -> SessionOut:
+        return cls(
+            id=session.id,
+            user_id=session.user_id,
+            created_at=session.created_at,
+            expires_at=session.expires_at,
+            last_seen_at=session.last_seen_at,
+            amr=list(session.amr),
+            revoked_at=session.revoked_at,
+            current=session.id == ctx.session_id,
+        )
+
+
+class RefreshIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"refresh_token": "tg_rt_0000000000000000000000000000000000000000"}]
+        },
+    )
+    refresh_token: str = Field(min_length=1, max_length=128)
+
+
+class TokensOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 (the OAuth token type, not a secret)
+    expires_in: int
+
+
+UsersRead = Annotated[TenantContext, Depends(Authorize("users:read"))]
+UsersManage = Annotated[TenantContext, Depends(Authorize("users:manage"))]
+SessionsSelf = Annotated[TenantContext, Depends(Authorize("sessions:self"))]
+SessionsManage = Annotated[TenantContext, Depends(Authorize("sessions:manage"))]
+
+
+def _own_user(ctx: TenantContext) -> UUID | None:
+    return UUID(ctx.principal.id) if ctx.principal.type == "user" else None
+
+
+@router.get("/api/users")
+def list_users(ctx: UsersRead, request: Request) -> list[UserOut]:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return [UserOut.of(u) for u in users.list_users(tx, ctx.tenant_id)]
+
+
+@router.post("/api/users", status_code=201)
+def add_user(body: UserAdd, ctx: UsersManage, request: Request) -> UserOut:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        return UserOut.of(users.add(tx, ctx, email=body.email, role=body.role, now=rt.clock.now()))
+
+
+@router.patch("/api/users/{id}")
+def set_role(id: UUID, body: UserRole, ctx: UsersManage, request: Request) -> UserOut:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        return UserOut.of(users.set_role(tx, ctx, id, body.role, now=rt.clock.now()))
+
+
+@router.delete("/api/users/{id}", status_code=204)
+def remove_user(id: UUID, ctx: UsersManage, request: Request) -> Response:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        users.remove(tx, ctx, id, now=rt.clock.now())
+    return Response(status_code=204)
+
+
+@router.get("/api/sessions")
+def my_sessions(ctx: SessionsSelf, request: Request) -> list[SessionOut]:
+    """The caller's own sessions (an API key has none)."""
+    user = _own_user(ctx)
+    if user is None:
+        return []
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        found = sessions.list_sessions(tx, ctx.tenant_id, user_id=user)
+    return [SessionOut.of(s, ctx) for s in found]
+
+
+@router.delete("/api/sessions/{id}", status_code=204)
+def revoke_my_session(id: UUID, ctx: SessionsSelf, request: Request) -> Response:
+    rt = runtime(request)
+    user = _own_user(ctx)
+    if user is None:
+        raise NotFound()
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        rt.sessions.revoke(tx, ctx, id, only_user=user)
+    return Response(status_code=204)
+
+
+@router.post("/api/auth/logout", status_code=204)
+def logout(ctx: SessionsSelf, request: Request) -> Response:
+    """End the session the calling access token belongs to."""
+    rt = runtime(request)
+    if ctx.session_id is None:
+        raise NotFound()
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        rt.sessions.revoke(tx, ctx, ctx.session_id, only_user=None)
+    return Response(status_code=204)
+
+
+@router.get("/api/admin/sessions")
+def all_sessions(ctx: SessionsManage, request: Request) -> list[SessionOut]:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        found = sessions.list_sessions(tx, ctx.tenant_id, user_id=None)
+    return [SessionOut.of(s, ctx) for s in found]
+
+
+@router.delete("/api/admin/sessions/{id}", status_code=204)
+def revoke_session(id: UUID, ctx: SessionsManage, request: Request) -> Response:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        rt.sessions.revoke(tx, ctx, id, only_user=None)
+    return Response(status_code=204)
+
+
+@router.post("/api/admin/users/{id}/sessions/revoke")
+def revoke_user_sessions(id: UUID, ctx: SessionsManage, request: Request) -> dict[str, int]:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        users.get(tx, ctx.tenant_id, id)
+        return {"revoked": rt.sessions.revoke_user(tx, ctx, id)}
+
+
+@router.post("/api/admin/sessions/revoke-all")
+def revoke_all_sessions(ctx: SessionsManage, request: Request) -> dict[str, int]:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        return {"revoked": rt.sessions.revoke_tenant(tx, ctx)}
+
+
+@router.post("/api/auth/refresh")
+def refresh(body: RefreshIn, request: Request, response: Response) -> TokensOut:
+    """Rotate a refresh token (public: the refresh token is the credential)."""
+    rt = runtime(request)
+    rid = request_id(request)
+    try:
+        issued = rt.sessions.refresh(body.refresh_token, request_id=rid)
+    except InvalidCredentials as exc:
+        record_failure(rt, exc, rid=rid, action="session.refresh")
+        raise
+    response.headers.update(_NO_STORE)
+    return TokensOut(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        expires_in=issued.expires_in,
+    )
+
+
+@router.get("/.well-known/jwks.json")
+def jwks(request: Request) -> dict[str, Any]:
+    """The public keys that verify access tokens now (public by design)."""
+    rt = runtime(request)
+    with rt.db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        keys = signing.public_keys(tx, now=rt.clock.now())
+    return signing.jwks(keys)
