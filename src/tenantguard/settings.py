@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantguard.crypto.kek import KekConfig
+from tenantguard.mail import Mailer, OutboxMailer, SmtpMailer
 
 DeploymentMode = Literal["saas", "self_hosted"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -83,6 +84,17 @@ class Settings(BaseSettings):
     # Access tokens: who issues them and for whom (iss, aud).
     token_issuer: str = Field(default="tenantguard", min_length=1, max_length=200)
     token_audience: str = Field(default="tenantguard-api", min_length=1, max_length=200)
+    # Where people reach the gateway (sign-in links point here).
+    public_url: str = Field(default="http://127.0.0.1:8080", max_length=2048)
+    # Mail: unset smtp_host means the outbox folder under the data root (`tenantguard outbox`).
+    mail_from: str = Field(default="tenantguard@localhost", max_length=320)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # Every magic-link request is answered after at least this long (hides mail latency).
+    magic_link_floor_seconds: float = Field(default=0.5, ge=0, le=10)
 
     def database(self) -> DatabaseConfig:
         return DatabaseConfig(
@@ -107,6 +119,17 @@ class Settings(BaseSettings):
 
     def tokens(self) -> TokenConfig:
         return TokenConfig(issuer=self.token_issuer, audience=self.token_audience)
+
+    def mailer(self) -> Mailer:
+        if self.smtp_host is None:
+            return OutboxMailer(self.data_root / "outbox")
+        return SmtpMailer(
+            self.smtp_host,
+            self.smtp_port,
+            starttls=self.smtp_starttls,
+            username=self.smtp_username,
+            password=self.smtp_password,
+        )
 
     def logging(self) -> LogConfig:
         return LogConfig(level=self.log_level, json=self.log_json)

@@ -30,6 +30,8 @@ PUBLIC = {
     ("GET", "/readyz"),
     ("GET", "/.well-known/jwks.json"),
     ("POST", "/api/auth/refresh"),  # the refresh token in the body is the credential
+    ("POST", "/api/auth/magic-link"),  # always 202: says nothing about who exists
+    ("POST", "/api/auth/magic-link/redeem"),  # the link's token is the credential
 }
 API_OPERATIONS = [
     op for op in OPERATIONS if op.path.startswith("/api/") and (op.method, op.path) not in PUBLIC

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import psycopg
@@ -17,6 +18,10 @@ from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
 from tenantguard.errors import InternalError
+from tenantguard.identity import users
+from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
+from tenantguard.identity.sessions import Issued, Sessions
+from tenantguard.mail import OutboxMailer
 from tenantguard.testing import FakeClock, TestDatabase
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -38,6 +43,7 @@ CORE_TABLES = {
     "users",
     "sessions",
     "refresh_tokens",
+    "magic_links",
 }
 
 
@@ -66,7 +72,9 @@ def populated(
     make_tenant: Callable[[str], NewTenant],
     clock: FakeClock,
     keyring: Keyring,
-    sign_in: Callable[[NewTenant, str], object],
+    sign_in: Callable[[NewTenant, str], tuple[users.User, Issued]],
+    sessions_service: Sessions,
+    tmp_path: Path,
 ) -> NewTenant:
     """A tenant with a row in every tenant table, and the platform realm with a signing key
     (the one table only the platform realm fills)."""
@@ -91,7 +99,15 @@ def populated(
         model_providers.grant_shared(
             tx, ctx, "shared", reason="tests", granted_by="tests", now=clock.now()
         )
-    sign_in(tenant, "member")  # users, sessions, refresh_tokens (and a platform signing key)
+    user, _ = sign_in(tenant, "member")  # users, sessions, refresh_tokens (and a signing key)
+    links = MagicLinks(
+        db,
+        sessions_service,
+        OutboxMailer(tmp_path / "outbox"),
+        LinkConfig(sender="t@localhost", public_url="http://t"),
+        clock=clock,
+    )
+    links.request(tenant_id=tenant.tenant_id, email=user.email, request_id="rls")
     return tenant
 
 

@@ -38,6 +38,8 @@ audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(audit_app, name="audit")
+users_app = typer.Typer(no_args_is_help=True, help="Tenant users.")
+app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(signing_app, name="signing-keys")
 app.add_typer(providers_app, name="providers")
@@ -125,6 +127,40 @@ def init() -> None:
             "embedded, under " + str(settings.data_root / "pg") if found.embedded else "external"
         )
     out.print(f"database: {where}; data root: {settings.data_root}")
+
+
+@app.command()
+def outbox(
+    last: Annotated[int, typer.Option(help="Show this many of the newest messages.")] = 5,
+) -> None:
+    """Show the mail the embedded default would have sent (sign-in links included)."""
+    from tenantguard.mail import OutboxMailer  # noqa: PLC0415
+
+    settings = load_settings()
+    messages = OutboxMailer(settings.data_root / "outbox").messages()[-last:]
+    if not messages:
+        out.print("the outbox is empty")
+    for message in messages:
+        out.print(f"[bold]To:[/bold] {message['To']}  [bold]Subject:[/bold] {message['Subject']}")
+        body = message.get_body(preferencelist=("plain",))
+        print(body.get_content() if body is not None else "")
+
+
+@users_app.command("add")
+def users_add(
+    tenant: Annotated[UUID, typer.Option("--tenant")],
+    email: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option(help="owner, admin, member or auditor")] = "member",
+) -> None:
+    """Add a user to a tenant (the first owner, typically); they sign in by magic link."""
+    from tenantguard.context import TenantContext  # noqa: PLC0415
+    from tenantguard.identity import users  # noqa: PLC0415
+
+    settings = load_settings()
+    ctx = TenantContext(tenant, CLI, frozenset(), accept_request_id(None))
+    with database(settings) as db, db.tenant_transaction(tenant) as tx:
+        user = users.add(tx, ctx, email=email, role=role, now=SystemClock().now())
+    out.print(f"user {user.email} ({user.role}) added: {user.id}")
 
 
 @db_app.command("upgrade")

@@ -17,4 +17,5 @@ NOT_SEALED: dict[str, str] = {
     "data_keys.wrapped_key": "wrapped by the KEK, not by a data key",
     "signing_keys.public_key": "a public key",
     "refresh_tokens.token_hash": "a SHA-256 of the token: the token itself is never stored",
+    "magic_links.token_hash": "a SHA-256 of the link's token: the token itself is never stored",
 }

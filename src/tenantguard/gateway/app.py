@@ -32,7 +32,9 @@ from tenantguard.gateway.routes import (
     secrets,
 )
 from tenantguard.gateway.runtime import Runtime
+from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
 from tenantguard.identity.sessions import Sessions
+from tenantguard.mail import Mailer
 from tenantguard.settings import Settings
 
 MAX_BODY_BYTES = 1_048_576
@@ -45,6 +47,7 @@ def create_app(
     database: Database | None = None,
     clock: Clock | None = None,
     keyring: Keyring | None = None,
+    mailer: Mailer | None = None,
 ) -> FastAPI:
     """Build the gateway. With `database` (or `keyring`), use that one (the caller owns it);
     otherwise open the one `settings` describe, for the lifetime of the app. A key provider
@@ -76,12 +79,21 @@ def create_app(
             if ring is None:
                 ring = open_keyring(settings, clock=the_clock)
                 stack.callback(ring.close)
+            sessions = Sessions(db, ring, settings.tokens(), clock=the_clock)
             app.state.runtime = Runtime(
                 db=db,
                 clock=the_clock,
                 config=settings.gateway(),
                 keyring=ring,
-                sessions=Sessions(db, ring, settings.tokens(), clock=the_clock),
+                sessions=sessions,
+                magic_links=MagicLinks(
+                    db,
+                    sessions,
+                    mailer or settings.mailer(),
+                    LinkConfig(sender=settings.mail_from, public_url=settings.public_url),
+                    clock=the_clock,
+                ),
+                magic_link_floor=settings.magic_link_floor_seconds,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield

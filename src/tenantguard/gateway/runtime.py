@@ -10,6 +10,7 @@ from tenantguard.clock import Clock
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Database
 from tenantguard.errors import ServiceUnavailable
+from tenantguard.identity.magiclinks import MagicLinks
 from tenantguard.identity.sessions import Sessions
 from tenantguard.settings import GatewayConfig
 
@@ -21,6 +22,8 @@ class Runtime:
     config: GatewayConfig
     keyring: Keyring
     sessions: Sessions
+    magic_links: MagicLinks
+    magic_link_floor: float
 
 
 def runtime(request: Request) -> Runtime:

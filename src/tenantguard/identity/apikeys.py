@@ -23,7 +23,7 @@ from tenantguard.errors import InvalidCredentials
 
 # sk: a tenant's service (API) key; rt: a session's refresh token. An unknown kind is refused,
 # and each resolution path accepts only its own kind.
-KINDS = frozenset({"sk", "rt"})
+KINDS = frozenset({"sk", "rt", "ml"})  # ml: a magic-link sign-in token
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _RANDOM_LEN = 32
 _CHECK_LEN = 6

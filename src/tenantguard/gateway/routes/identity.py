@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -215,3 +216,63 @@ def jwks(request: Request) -> dict[str, Any]:
     with rt.db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
         keys = signing.public_keys(tx, now=rt.clock.now())
     return signing.jwks(keys)
+
+
+class MagicLinkRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"tenant": "00000000-0000-4000-8000-000000000001", "email": "ada@example.com"}
+            ]
+        },
+    )
+    tenant: UUID
+    email: str = Field(min_length=1, max_length=320)
+
+
+class MagicLinkRedeem(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "tenant": "00000000-0000-4000-8000-000000000001",
+                    "token": "tg_ml_0000000000000000000000000000000000000000",
+                }
+            ]
+        },
+    )
+    tenant: UUID
+    token: str = Field(min_length=1, max_length=128)
+
+
+@router.post("/api/auth/magic-link", status_code=202)
+def request_magic_link(body: MagicLinkRequest, request: Request) -> dict[str, str]:
+    """Always 202, after the same minimum time, whether or not the address is known."""
+    rt = runtime(request)
+    started = time.monotonic()
+    try:
+        rt.magic_links.request(
+            tenant_id=body.tenant, email=body.email, request_id=request_id(request)
+        )
+    finally:
+        time.sleep(max(0.0, rt.magic_link_floor - (time.monotonic() - started)))
+    return {"status": "If the address belongs to this tenant, a sign-in link is on its way."}
+
+
+@router.post("/api/auth/magic-link/redeem")
+def redeem_magic_link(body: MagicLinkRedeem, request: Request, response: Response) -> TokensOut:
+    rt = runtime(request)
+    rid = request_id(request)
+    try:
+        issued = rt.magic_links.redeem(tenant_id=body.tenant, token=body.token, request_id=rid)
+    except InvalidCredentials as exc:
+        record_failure(rt, exc, rid=rid, action="auth.magic_link.redeem")
+        raise
+    response.headers.update(_NO_STORE)
+    return TokensOut(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        expires_in=issued.expires_in,
+    )
