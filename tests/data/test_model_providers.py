@@ -100,9 +100,10 @@ def test_resolution_uses_the_tenants_own_key(
     assert resolved.api_key is not None
     assert resolved.api_key.get_secret_value() == "sk-acme"
     with db.tenant_transaction(tenant.tenant_id) as tx:
-        last = list_events(tx, tenant_id=tenant.tenant_id)[-1]
-    assert (last.action, last.target_id) == ("secret.read", "openai-key")
-    assert '"use":"model:main"' in last.payload
+        read, resolved_event = list_events(tx, tenant_id=tenant.tenant_id)[-2:]
+    assert (read.action, read.target_id) == ("secret.read", "openai-key")
+    assert '"use":"model:main"' in read.payload
+    assert (resolved_event.action, resolved_event.target_id) == ("model.resolve", "gpt-4o")
 
 
 def test_no_provider_is_a_typed_refusal_never_a_shared_pool(

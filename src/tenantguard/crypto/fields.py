@@ -11,6 +11,7 @@ be run again (resumable, idempotent).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
@@ -23,6 +24,7 @@ from tenantguard.context import TenantContext
 from tenantguard.crypto import aead
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Connection, Database
+from tenantguard.errors import DecryptionFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +41,10 @@ class EncryptedColumn:
         return f"column:{self.table}.{self.column}"
 
     def record_id(self, key_values: tuple[object, ...]) -> str:
+        """An injective encoding of the row's key: ('x|y', 'z') and ('x', 'y|z') differ."""
         if len(key_values) != len(self.keys):
             raise ValueError(f"{self.table} rows are identified by {self.keys}")
-        return "|".join(str(v) for v in key_values)
+        return json.dumps([str(v) for v in key_values], separators=(",", ":"))
 
     def seal(
         self,
@@ -70,6 +73,7 @@ class EncryptedColumn:
 class ReencryptResult:
     examined: int
     reencrypted: int
+    unopenable: int = 0  # values whose key was shredded (or that were tampered with)
 
 
 def reencrypt(
@@ -107,7 +111,7 @@ def reencrypt(
         keys=keys,
         marks=sql.SQL(", ").join(sql.Placeholder() * len(column.keys)),
     )
-    examined = reencrypted = 0
+    examined = reencrypted = unopenable = 0
     after: tuple[object, ...] | None = None
     while True:
         with db.tenant_transaction(ctx.tenant_id) as tx:
@@ -120,15 +124,20 @@ def reencrypt(
                 (v.version for v in status.versions if v.purpose == column.purpose and v.active),
                 default=None,
             )
-            moved = 0
+            moved = skipped = 0
             for row in rows:
                 key_values, sealed = tuple(row[:-1]), bytes(row[-1])
-                if newest is not None and aead.key_version_of(sealed) < newest:
+                try:
+                    if newest is None or aead.key_version_of(sealed) >= newest:
+                        continue
                     plain = column.open(keyring, tx, ctx.tenant_id, key_values, sealed)
-                    fresh = column.seal(keyring, tx, ctx, key_values, plain)
-                    tx.execute(update, (fresh, ctx.tenant_id, *key_values, sealed))
-                    moved += 1
-            if moved:
+                except DecryptionFailed:
+                    skipped += 1  # nothing can open it (shredded or tampered): skip, go on
+                    continue
+                fresh = column.seal(keyring, tx, ctx, key_values, plain)
+                written = tx.execute(update, (fresh, ctx.tenant_id, *key_values, sealed))
+                moved += written.rowcount  # 0 if the value changed since it was read
+            if moved or skipped:
                 record_action(
                     tx,
                     ctx,
@@ -136,12 +145,13 @@ def reencrypt(
                     target_type="column",
                     target_id=column.purpose,
                     now=clock.now(),
-                    payload={"rows": moved, "to_version": newest},
+                    payload={"rows": moved, "unopenable": skipped, "to_version": newest},
                 )
         examined += len(rows)
         reencrypted += moved
+        unopenable += skipped
         if progress is not None:
             progress(len(rows))
         if len(rows) < batch:
-            return ReencryptResult(examined, reencrypted)
+            return ReencryptResult(examined, reencrypted, unopenable)
         after = tuple(rows[-1][:-1])

@@ -23,10 +23,11 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
+from uuid import uuid4
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -35,7 +36,9 @@ from pydantic import SecretStr
 from tenantguard.errors import ConfigurationError, DecryptionFailed, KeyProviderUnavailable
 
 NONCE_LEN = 12
-_LOCAL_FILE = re.compile(r"kek-(\d{4})\.key")
+_VERSION = r"([0-9]{4,9})"  # ASCII digits only: one spelling per version
+_LOCAL_FILE = re.compile(r"kek-" + _VERSION + r"\.key")
+_ROTATION_ATTEMPTS = 16
 PKCS11_LABEL = "tenantguard-kek-{:04d}"
 T = TypeVar("T")
 
@@ -75,12 +78,18 @@ def open_kek(config: KekConfig, *, create: bool) -> KekProvider:
     return Pkcs11Kek(config.pkcs11_module, config.pkcs11_token, config.pkcs11_pin, create=create)
 
 
-def _pick(keys: dict[int, T], prefix: str, kek_id: str) -> T:
-    """The KEK version `kek_id` names (`<prefix>-NNNN`), or fail closed."""
-    match = re.fullmatch(prefix + r"-(\d{4})", kek_id)
-    key = keys.get(int(match[1])) if match else None
+def _pick(keys: dict[int, T], prefix: str, kek_id: str, reload: Callable[[], None]) -> T:
+    """The KEK version `kek_id` names (`<prefix>-NNNN`). A version this process has not seen
+    may have been added by another (`keys rewrap`): look again once, then fail closed."""
+    match = re.fullmatch(prefix + "-" + _VERSION, kek_id)
+    if match is None:
+        raise KeyProviderUnavailable("A key-encryption key is not available.")
+    version = int(match[1])
+    if version not in keys:
+        reload()
+    key = keys.get(version)
     if key is None:
-        raise KeyProviderUnavailable(f"Key-encryption key {kek_id} is not available.")
+        raise KeyProviderUnavailable("A key-encryption key is not available.")
     return key
 
 
@@ -118,13 +127,31 @@ class LocalKek:
         self._check_private(self._dir, directory=True)
         for path in sorted(self._dir.iterdir()):
             match = _LOCAL_FILE.fullmatch(path.name)
-            if match is None:
+            if match is None or int(match[1]) in self._keys:
                 continue
-            self._check_private(path, directory=False)
-            material = path.read_bytes()
-            if len(material) != 32:
-                raise ConfigurationError(f"Key file {path.name} is not a 256-bit key.")
-            self._keys[int(match[1])] = AESGCM(material)
+            self._keys[int(match[1])] = AESGCM(self._read_key(path))
+
+    @classmethod
+    def _read_key(cls, path: Path) -> bytes:
+        """Read a key file without following links, checking what was opened (not a name that
+        could be swapped between the check and the read): a private regular file of 32 bytes."""
+        cls._check_private(path, directory=False)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            raise ConfigurationError(f"Key file {path.name} cannot be opened safely.") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigurationError(f"Key file {path.name} is not a regular file.")
+            if info.st_mode & 0o077 or info.st_uid != os.geteuid():
+                raise ConfigurationError(f"Key file {path.name} is not private to this user.")
+            material = os.read(fd, 33)
+        finally:
+            os.close(fd)
+        if len(material) != 32:
+            raise ConfigurationError(f"Key file {path.name} is not a 256-bit key.")
+        return material
 
     @staticmethod
     def _check_private(path: Path, *, directory: bool) -> None:
@@ -144,7 +171,7 @@ class LocalKek:
         return f"local-{max(self._keys):04d}"
 
     def _version(self, kek_id: str) -> AESGCM:
-        return _pick(self._keys, "local", kek_id)
+        return _pick(self._keys, "local", kek_id, self._load)
 
     def wrap(self, key: bytes, *, context: bytes) -> tuple[str, bytes]:
         kek_id = self.active_id()
@@ -154,18 +181,31 @@ class LocalKek:
         return _gcm_unwrap(self._version(kek_id), wrapped, context)
 
     def rotate(self) -> str:
-        version = max(self._keys, default=0) + 1
-        path = self._dir / f"kek-{version:04d}.key"
-        material = AESGCM.generate_key(bit_length=256)
-        # O_EXCL: never overwrite a key; 0600 from the first byte.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, material)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._keys[version] = AESGCM(material)
-        return self.active_id()
+        """Add a KEK version. Another process may be rotating too: the file is created with
+        O_EXCL, and a version someone else took is skipped, never overwritten."""
+        for _ in range(_ROTATION_ATTEMPTS):
+            self._load()
+            version = max(self._keys, default=0) + 1
+            path = self._dir / f"kek-{version:04d}.key"
+            material = AESGCM.generate_key(bit_length=256)
+            # Write a private temporary file, then publish it with link(): atomic, and it fails
+            # rather than overwrite, so nobody ever reads a half-written key or loses one.
+            staging = self._dir / f".staging-{uuid4().hex}"
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, material)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(staging, path)
+            except FileExistsError:
+                continue
+            finally:
+                staging.unlink()
+            self._keys[version] = AESGCM(material)
+            return f"local-{version:04d}"
+        raise KeyProviderUnavailable("Could not add a key-encryption key; try again.")
 
     def close(self) -> None:
         self._keys.clear()
@@ -186,26 +226,57 @@ class Pkcs11Kek:
         except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
             raise KeyProviderUnavailable() from exc
         self._keys: dict[int, Any] = {}
+        try:
+            self._start(create=create)
+        except BaseException:
+            self._session.close()  # a provider that did not start leaves no login behind
+            raise
+
+    def _start(self, *, create: bool) -> None:
         self._load()
         if not self._keys:
             if not create:
                 raise KeyProviderUnavailable("No key-encryption key in the token; run init.")
             self.rotate()
 
-    def _load(self) -> None:
+    def _labelled(self) -> dict[int, list[Any]]:
         p11 = self._p11
-        with self._lock, _hsm_errors(p11):
-            found = self._session.get_objects({p11.Attribute.CLASS: p11.ObjectClass.SECRET_KEY})
-            for key in found:
-                match = re.fullmatch(r"tenantguard-kek-(\d{4})", str(key[p11.Attribute.LABEL]))
+        found: dict[int, list[Any]] = {}
+        with _hsm_errors(p11):
+            for key in self._session.get_objects({p11.Attribute.CLASS: p11.ObjectClass.SECRET_KEY}):
+                match = re.fullmatch("tenantguard-kek-" + _VERSION, str(key[p11.Attribute.LABEL]))
                 if match is not None:
-                    self._keys[int(match[1])] = key
+                    found.setdefault(int(match[1]), []).append(key)
+        return found
+
+    def _load(self) -> None:
+        """Every KEK version in the token. A key under our label that could ever be read out,
+        or two keys under one label, stop the provider: neither can be trusted to wrap."""
+        p11 = self._p11
+        with self._lock:
+            labelled = self._labelled()
+            for version, keys in labelled.items():
+                if len(keys) != 1:
+                    raise ConfigurationError(f"Two keys in the token are KEK version {version}.")
+                key = keys[0]
+                with _hsm_errors(p11):
+                    safe = (
+                        key[p11.Attribute.EXTRACTABLE] is False
+                        and key[p11.Attribute.NEVER_EXTRACTABLE] is True
+                        and key[p11.Attribute.SENSITIVE] is True
+                        and key[p11.Attribute.ALWAYS_SENSITIVE] is True
+                    )
+                if not safe:
+                    raise ConfigurationError(
+                        f"KEK version {version} in the token could be extracted; refusing it."
+                    )
+                self._keys[version] = key
 
     def active_id(self) -> str:
         return f"pkcs11-{max(self._keys):04d}"
 
     def _version(self, kek_id: str) -> Any:
-        return _pick(self._keys, "pkcs11", kek_id)
+        return _pick(self._keys, "pkcs11", kek_id, self._load)
 
     def wrap(self, key: bytes, *, context: bytes) -> tuple[str, bytes]:
         from pkcs11.mechanisms import GCMParams  # noqa: PLC0415
@@ -243,24 +314,36 @@ class Pkcs11Kek:
                 raise KeyProviderUnavailable() from exc
 
     def rotate(self) -> str:
+        """Add a KEK version inside the token. PKCS#11 cannot create-if-absent, so: read what
+        exists, generate the next version, then look again; if another process made the same
+        version meanwhile, destroy ours and try the next one."""
         p11 = self._p11
-        version = max(self._keys, default=0) + 1
-        with self._lock, _hsm_errors(p11):
-            self._keys[version] = self._session.generate_key(
-                p11.KeyType.AES,
-                256,
-                label=PKCS11_LABEL.format(version),
-                store=True,
-                template={
-                    p11.Attribute.EXTRACTABLE: False,
-                    p11.Attribute.SENSITIVE: True,
-                    p11.Attribute.ENCRYPT: True,
-                    p11.Attribute.DECRYPT: True,
-                    p11.Attribute.WRAP: False,
-                    p11.Attribute.UNWRAP: False,
-                },
-            )
-        return self.active_id()
+        template = {
+            p11.Attribute.EXTRACTABLE: False,
+            p11.Attribute.SENSITIVE: True,
+            p11.Attribute.ENCRYPT: True,
+            p11.Attribute.DECRYPT: True,
+            p11.Attribute.WRAP: False,
+            p11.Attribute.UNWRAP: False,
+        }
+        for _ in range(_ROTATION_ATTEMPTS):
+            self._load()
+            with self._lock:
+                version = max(self._labelled(), default=0) + 1
+                with _hsm_errors(p11):
+                    key = self._session.generate_key(
+                        p11.KeyType.AES,
+                        256,
+                        label=PKCS11_LABEL.format(version),
+                        store=True,
+                        template=template,
+                    )
+                if len(self._labelled().get(version, [])) == 1:
+                    self._keys[version] = key
+                    return f"pkcs11-{version:04d}"
+                with _hsm_errors(p11):
+                    key.destroy()
+        raise KeyProviderUnavailable("Could not add a key-encryption key; try again.")
 
     def close(self) -> None:
         with self._lock:

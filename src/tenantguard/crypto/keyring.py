@@ -233,7 +233,9 @@ class Keyring:
         inserted = conn.execute(
             "INSERT INTO tenantguard.data_keys (tenant_id, purpose, version, kek_id, wrapped_key,"
             " created_at) VALUES (%s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (tenant_id, purpose, version) DO NOTHING RETURNING version",
+            # No conflict target: a racing writer may have taken the version number or become
+            # the active key (the partial unique index); either way its key is the one to use.
+            " ON CONFLICT DO NOTHING RETURNING version",
             (ctx.tenant_id, purpose, version, kek_id, wrapped, now),
         ).fetchone()
         if inserted is not None:
@@ -270,7 +272,7 @@ class Keyring:
             (ctx.tenant_id,),
         ).fetchall()
         active = {str(p): int(str(v)) for p, v in rows}
-        chosen = purposes if purposes is not None else sorted(active)
+        chosen = sorted(set(purposes)) if purposes is not None else sorted(active)
         now = self._clock.now()
         rotated: dict[str, int] = {}
         for purpose in chosen:

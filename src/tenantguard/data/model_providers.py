@@ -11,6 +11,7 @@ Reaching private endpoints (Ollama, vLLM) additionally needs an egress grant (ag
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
@@ -67,17 +68,29 @@ def _provider(row: tuple[object, ...]) -> ModelProvider:
     return ModelProvider(*values)  # type: ignore[arg-type]
 
 
+_URL_TEXT = re.compile(r"[!-~]+")  # printable ASCII, no blanks or control characters
+
+
 def check_base_url(kind: str, base_url: str | None) -> str:
-    """The provider's base URL, validated: http(s), a host, no credentials, query or fragment;
-    HTTPS for hosted kinds (which default to their public endpoint)."""
-    url = base_url or HOSTED.get(kind)
+    """The provider's base URL, validated on the very string that is stored: printable ASCII,
+    http(s), a host, a valid port if any, and no credentials, query, fragment or backslash
+    (not even empty ones); https for hosted kinds, which default to their public endpoint."""
+    url = base_url if base_url is not None else HOSTED.get(kind)
     if url is None:
         raise RequestInvalid(f"A {kind} provider needs a base_url.")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RequestInvalid("A base_url is an absolute http(s) URL.")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise RequestInvalid("A base_url carries no credentials, query or fragment.")
+    invalid = RequestInvalid(
+        "A base_url is an absolute http(s) URL of printable ASCII, without credentials,"
+        " query or fragment."
+    )
+    if not _URL_TEXT.fullmatch(url) or set(url) & set("@?#\\"):
+        raise invalid
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise invalid from exc
+    if parts.scheme not in ("http", "https") or not host:
+        raise invalid
     if kind in HOSTED and parts.scheme != "https":
         raise RequestInvalid(f"A {kind} provider is reached over https only.")
     return url.rstrip("/")
@@ -132,7 +145,12 @@ def put(
         target_type="model_provider",
         target_id=name,
         now=now,
-        payload={"kind": kind, "base_url": url, "secret": secret_name, "models": unique_models},
+        payload={
+            "kind": kind,
+            "base_url": url,
+            "secret_name": secret_name,
+            "models": unique_models,
+        },
     )
     return _provider(row)
 
@@ -220,11 +238,15 @@ def revoke_shared(
     )
 
 
-def _serving(conn: Connection, tenant_id: UUID, model: str) -> ModelProvider | None:
+def _serving(
+    conn: Connection, tenant_id: UUID, model: str, *, among: list[str] | None = None
+) -> ModelProvider | None:
+    """The first provider (by name) serving `model`, only among `among` when given."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM tenantguard.model_providers WHERE tenant_id = %s"
-        " AND deleted_at IS NULL AND %s = ANY (models) ORDER BY name LIMIT 1",
-        (tenant_id, model),
+        " AND deleted_at IS NULL AND %s = ANY (models)"
+        " AND (%s::text[] IS NULL OR name = ANY (%s::text[])) ORDER BY name LIMIT 1",
+        (tenant_id, model, among, among),
     ).fetchone()
     return None if row is None else _provider(row)
 
@@ -253,6 +275,15 @@ def resolve(
         own = _serving(tx, ctx.tenant_id, model)
         if own is not None:
             key = _key(tx, ctx, keyring, own, use=f"model:{own.name}", now=now)
+            record_action(
+                tx,
+                ctx,
+                action="model.resolve",
+                target_type="model",
+                target_id=model,
+                now=now,
+                payload={"provider": own.name, "shared": False},
+            )
             return ResolvedModel(own.name, own.kind, own.base_url, model, key, shared=False)
         granted = [
             str(r[0])
@@ -264,8 +295,8 @@ def resolve(
         ]
     platform = TenantContext(PLATFORM_TENANT_ID, ctx.principal, frozenset(), ctx.request_id)
     with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
-        shared = _serving(tx, PLATFORM_TENANT_ID, model)
-        usable = shared is not None and shared.name in granted
+        shared = _serving(tx, PLATFORM_TENANT_ID, model, among=granted)
+        usable = shared is not None
         key = None
         if usable and shared is not None:
             key = _key(
