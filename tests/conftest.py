@@ -125,18 +125,19 @@ def sessions_service(
 @pytest.fixture
 def sign_in(
     db: Database, sessions_service: Sessions, clock: FakeClock
-) -> Callable[[NewTenant, str], tuple[users.User, Issued]]:
-    """Add a user of `role` to a tenant and open a session for it: (user, tokens)."""
+) -> Callable[..., tuple[users.User, Issued]]:
+    """Add a user of `role` to a tenant and open a session for it: (user, tokens). By default
+    the session has just proved email and TOTP (step-up fresh); pass `amr` to say otherwise."""
 
-    def make(tenant: NewTenant, role: str) -> tuple[users.User, Issued]:
+    def make(
+        tenant: NewTenant, role: str, amr: tuple[str, ...] = ("email", "otp")
+    ) -> tuple[users.User, Issued]:
         ctx = TenantContext(tenant.tenant_id, TEST_ACTOR, frozenset(), "sign-in")
         with db.tenant_transaction(tenant.tenant_id) as tx:
             user = users.add(
                 tx, ctx, email=f"{role}-{uuid4().hex[:8]}@example.com", role=role, now=clock.now()
             )
-        issued = sessions_service.start(
-            tenant.tenant_id, user.id, amr=("test",), request_id="sign-in"
-        )
+        issued = sessions_service.start(tenant.tenant_id, user.id, amr=amr, request_id="sign-in")
         return user, issued
 
     return make

@@ -36,6 +36,10 @@ ACTIONS: Mapping[str, str] = MappingProxyType(
 
 ADMIN_CAPABILITIES = frozenset(ACTIONS)
 
+# Actions a person may take only with a second factor from the last few minutes (step-up).
+# API keys are non-interactive; their explicit capabilities stand instead.
+SENSITIVE_ACTIONS = frozenset({"api_keys:manage", "users:manage"})
+
 ROLES = ("owner", "admin", "member", "auditor")
 _READS = frozenset(a for a in ACTIONS if a.endswith(":read"))
 # The role x action matrix: what a tenant user of each role may do. Data, in one place.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -49,6 +50,8 @@ class TenantContext:
     capabilities: frozenset[str]
     request_id: str
     session_id: UUID | None = None  # set when a user acts through a session's access token
+    auth_time: datetime | None = None  # when the session's user last proved a factor
+    amr: tuple[str, ...] = ()  # how (RFC 8176 style: "email", "otp", "recovery", ...)
 
     def allows(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -11,6 +11,7 @@ failure goes to the audit (`reason`), never outward: all of them render the same
 
     TenantGuardError
     ├── InvalidCredentials          401  bad, expired, revoked or malformed credential
+    ├── StepUpRequired              401  a sensitive action needs a fresh second factor
     ├── CapabilityDenied            403  the credential lacks the capability the action needs
     ├── NotFound                    404  absent, or belongs to another tenant: the same answer
     ├── MethodNotAllowed            405
@@ -70,6 +71,16 @@ class InvalidCredentials(TenantGuardError):
         self.reason = reason
         self.tenant_id = tenant_id
         self.credential_id = credential_id
+
+
+class StepUpRequired(TenantGuardError):
+    code = "step_up_required"
+    title = "Step-up required"
+    status = 401
+    default_detail = (
+        "This action needs a second factor from the last 5 minutes:"
+        " POST /api/auth/step-up with a TOTP code."
+    )
 
 
 class CapabilityDenied(TenantGuardError):

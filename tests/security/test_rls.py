@@ -18,7 +18,7 @@ from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
 from tenantguard.errors import InternalError
-from tenantguard.identity import users
+from tenantguard.identity import totp, users
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
 from tenantguard.identity.sessions import Issued, Sessions
 from tenantguard.mail import OutboxMailer
@@ -44,6 +44,8 @@ CORE_TABLES = {
     "sessions",
     "refresh_tokens",
     "magic_links",
+    "totp_factors",
+    "recovery_codes",
 }
 
 
@@ -108,6 +110,11 @@ def populated(
         clock=clock,
     )
     links.request(tenant_id=tenant.tenant_id, email=user.email, request_id="rls")
+    person = TenantContext(tenant.tenant_id, Principal("user", str(user.id)), frozenset(), "rls")
+    with db.tenant_transaction(tenant.tenant_id) as tx:
+        enrolment = totp.enroll(tx, person, keyring, user.id, user.email, now=clock.now())
+        code = totp.code_at(enrolment.secret, totp.step_of(clock.now()))
+        totp.confirm(tx, person, keyring, user.id, code, now=clock.now())
     return tenant
 
 

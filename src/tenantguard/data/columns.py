@@ -6,8 +6,9 @@ from __future__ import annotations
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.signing import PRIVATE_KEY
 from tenantguard.data.secrets import SECRET_VALUE
+from tenantguard.identity.totp import TOTP_SEED
 
-ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (SECRET_VALUE, PRIVATE_KEY)
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (SECRET_VALUE, PRIVATE_KEY, TOTP_SEED)
 
 # bytea columns that hold no sealed value, and why.
 NOT_SEALED: dict[str, str] = {
@@ -18,4 +19,5 @@ NOT_SEALED: dict[str, str] = {
     "signing_keys.public_key": "a public key",
     "refresh_tokens.token_hash": "a SHA-256 of the token: the token itself is never stored",
     "magic_links.token_hash": "a SHA-256 of the link's token: the token itself is never stored",
+    "recovery_codes.code_hash": "a SHA-256 of the code: the code itself is never stored",
 }

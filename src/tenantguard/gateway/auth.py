@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -20,15 +21,25 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import Request
 
 from tenantguard.audit.store import AuditRecord, append, record_action
-from tenantguard.authz import ACTIONS
+from tenantguard.authz import ACTIONS, SENSITIVE_ACTIONS
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
-from tenantguard.errors import CapabilityDenied, InvalidCredentials
+from tenantguard.errors import CapabilityDenied, InvalidCredentials, StepUpRequired
 from tenantguard.gateway.runtime import Runtime, request_id, runtime
 from tenantguard.identity import keystore
 from tenantguard.identity.tokens import looks_like_jwt
 
 _log = structlog.get_logger("tenantguard.auth")
 _ANONYMOUS = Principal(type="anonymous", id="")
+STEP_UP_WINDOW = timedelta(minutes=5)
+
+
+def fresh_second_factor(ctx: TenantContext, now: datetime) -> bool:
+    """Whether `ctx` may take a sensitive action now: API keys may (their scope is explicit);
+    a person needs a second factor (TOTP or a recovery code) within `STEP_UP_WINDOW`."""
+    if ctx.principal.type != "user":
+        return True
+    second = {"otp", "recovery"} & set(ctx.amr)
+    return bool(second) and ctx.auth_time is not None and now - ctx.auth_time <= STEP_UP_WINDOW
 
 
 def bearer_credential(header: str | None) -> str:
@@ -70,24 +81,28 @@ class Authorize:
             record_failure(rt, exc, rid=rid, action=self.action)
             raise
         allowed = ctx.allows(self.action)
+        stale = allowed and self.action in SENSITIVE_ACTIONS and not fresh_second_factor(ctx, now)
         needs_touch = resolved is not None and resolved.needs_touch
-        if needs_touch or not allowed:
+        if needs_touch or not allowed or stale:
             with rt.db.tenant_transaction(ctx.tenant_id) as tx:
                 if resolved is not None and needs_touch:
                     keystore.touch(tx, ctx.tenant_id, resolved.key_id, now=now)
-                if not allowed:
+                if not allowed or stale:
+                    reason = "step_up_required" if allowed else f"capability_missing:{self.action}"
                     record_action(
                         tx,
                         ctx,
                         action=self.action,
                         outcome="denied",
-                        reason=f"capability_missing:{self.action}",
+                        reason=reason,
                         target_type="route",
                         target_id=request.url.path,
                         now=now,
                     )
         if not allowed:
             raise CapabilityDenied(self.action)
+        if stale:
+            raise StepUpRequired()
         return ctx
 
 

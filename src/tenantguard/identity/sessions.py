@@ -27,7 +27,7 @@ from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Connection, Database
 from tenantguard.errors import InvalidCredentials, NotFound
-from tenantguard.identity import apikeys, tokens, users
+from tenantguard.identity import apikeys, tokens, totp, users
 from tenantguard.settings import TokenConfig
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -289,7 +289,52 @@ class Sessions:
             capabilities,
             request_id,
             session_id=session.id,
+            auth_time=session.auth_time,
+            amr=session.amr,
         )
+
+    def step_up(self, ctx: TenantContext, *, code: str | None, recovery_code: str | None) -> str:
+        """Check a second factor for the session `ctx` acts in; on success the session's
+        `auth_time` is now and its `amr` names the factor. Returns a fresh access token."""
+        if ctx.session_id is None or ctx.principal.type != "user":
+            raise InvalidCredentials("no_session", tenant_id=ctx.tenant_id)
+        now = self._clock.now()
+        with self._db.tenant_transaction(ctx.tenant_id) as tx:
+            session = _session(
+                tx.execute(
+                    f"SELECT {_COLUMNS} FROM tenantguard.sessions WHERE tenant_id = %s AND id = %s"
+                    " FOR UPDATE",
+                    (ctx.tenant_id, ctx.session_id),
+                ).fetchone()
+            )
+            user = self._check(tx, ctx.tenant_id, session, now)
+            method = totp.verify(
+                tx,
+                ctx.tenant_id,
+                self._keyring,
+                user.id,
+                code=code,
+                recovery_code=recovery_code,
+                now=now,
+            )
+            amr = tuple(sorted({*session.amr, method}))
+            session = _session(
+                tx.execute(
+                    "UPDATE tenantguard.sessions SET auth_time = %s, amr = %s WHERE tenant_id = %s"
+                    f" AND id = %s RETURNING {_COLUMNS}",
+                    (now, list(amr), ctx.tenant_id, session.id),
+                ).fetchone()
+            )
+            record_action(
+                tx,
+                ctx,
+                action="session.step_up",
+                target_type="session",
+                target_id=str(session.id),
+                now=now,
+                payload={"method": method},
+            )
+        return self._access(ctx.tenant_id, session, user)
 
     @staticmethod
     def _revoke_rows(

@@ -17,7 +17,7 @@ from tenantguard.crypto import signing
 from tenantguard.errors import InvalidCredentials, NotFound
 from tenantguard.gateway.auth import Authorize, record_failure
 from tenantguard.gateway.runtime import request_id, runtime
-from tenantguard.identity import sessions, users
+from tenantguard.identity import sessions, totp, users
 
 router = APIRouter(tags=["identity"])
 Role = Annotated[str, Field(pattern="^(" + "|".join(ROLES) + ")$")]
@@ -276,3 +276,77 @@ def redeem_magic_link(body: MagicLinkRedeem, request: Request, response: Respons
         refresh_token=issued.refresh_token,
         expires_in=issued.expires_in,
     )
+
+
+class TotpEnrolmentOut(BaseModel):
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+
+
+class TotpCode(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"code": "123456"}]})
+    code: str = Field(pattern=r"^[0-9]{6}$")
+
+
+class StepUpIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"code": "123456"}]})
+    code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+    recovery_code: str | None = Field(default=None, max_length=32)
+
+
+class AccessOut(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 (the OAuth token type, not a secret)
+    expires_in: int
+
+
+def _person(ctx: TenantContext) -> UUID:
+    user = _own_user(ctx)
+    if user is None:
+        raise NotFound()  # second factors belong to people, not to API keys
+    return user
+
+
+@router.post("/api/mfa/totp", status_code=201)
+def enroll_totp(ctx: SessionsSelf, request: Request, response: Response) -> TotpEnrolmentOut:
+    """Start TOTP enrolment: the secret is shown here, once."""
+    rt = runtime(request)
+    user_id = _person(ctx)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        user = users.get(tx, ctx.tenant_id, user_id)
+        enrolment = totp.enroll(tx, ctx, rt.keyring, user.id, user.email, now=rt.clock.now())
+    response.headers.update(_NO_STORE)
+    return TotpEnrolmentOut(
+        secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri, qr_svg=enrolment.qr_svg
+    )
+
+
+@router.post("/api/mfa/totp/confirm")
+def confirm_totp(
+    body: TotpCode, ctx: SessionsSelf, request: Request, response: Response
+) -> dict[str, list[str]]:
+    """Activate the factor with a code from the authenticator; recovery codes, shown once."""
+    rt = runtime(request)
+    user_id = _person(ctx)
+    try:
+        with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+            codes = totp.confirm(tx, ctx, rt.keyring, user_id, body.code, now=rt.clock.now())
+    except InvalidCredentials as exc:
+        record_failure(rt, exc, rid=request_id(request), action="mfa.totp.confirm")
+        raise
+    response.headers.update(_NO_STORE)
+    return {"recovery_codes": codes}
+
+
+@router.post("/api/auth/step-up")
+def step_up(body: StepUpIn, ctx: SessionsSelf, request: Request, response: Response) -> AccessOut:
+    """Prove a second factor now; sensitive actions need one from the last 5 minutes."""
+    rt = runtime(request)
+    try:
+        token = rt.sessions.step_up(ctx, code=body.code, recovery_code=body.recovery_code)
+    except InvalidCredentials as exc:
+        record_failure(rt, exc, rid=request_id(request), action="session.step_up")
+        raise
+    response.headers.update(_NO_STORE)
+    return AccessOut(access_token=token, expires_in=900)
