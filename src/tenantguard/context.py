@@ -52,6 +52,8 @@ class TenantContext:
     session_id: UUID | None = None  # set when a user acts through a session's access token
     auth_time: datetime | None = None  # when the session's user last proved a factor
     amr: tuple[str, ...] = ()  # how (RFC 8176 style: "email", "otp", "recovery", ...)
+    # The tenant's MFA policy covers this person's role and no second factor is proved yet.
+    mfa_pending: bool = False
 
     def allows(self, capability: str) -> bool:
         return capability in self.capabilities

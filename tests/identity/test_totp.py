@@ -163,3 +163,34 @@ def test_step_up_without_a_factor_and_by_api_key(
     assert no_factor.status_code == 401
     by_key = client.post("/api/mfa/totp", headers=bearer(tenant.admin_key.secret))
     assert by_key.status_code == 404
+
+
+def test_roles_under_the_mfa_policy_act_only_after_a_second_factor(
+    client: TestClient,
+    make_tenant: Callable[[str], NewTenant],
+    sign_in: SignIn,
+    clock: FakeClock,
+) -> None:
+    """By default an owner signed in by email alone may only manage its sessions and MFA; a
+    member may act. After the policy names members too, they are held back as well."""
+    tenant = make_tenant("t")
+    _, owner = sign_in(tenant, "owner", amr=("email",))
+    _, member = sign_in(tenant, "member", amr=("email",))
+    held = client.get("/api/memory", headers=bearer(owner.access_token))
+    assert held.status_code == 401
+    assert held.json()["code"] == "step_up_required"
+    assert client.get("/api/sessions", headers=bearer(owner.access_token)).status_code == 200
+    assert client.get("/api/memory", headers=bearer(member.access_token)).status_code == 200
+    seed, _ = enrolled(client, owner, clock)
+    clock.advance(timedelta(seconds=30))
+    code = totp.code_at(seed, totp.step_of(clock.now()))
+    stepped = client.post(
+        "/api/auth/step-up", json={"code": code}, headers=bearer(owner.access_token)
+    ).json()["access_token"]
+    assert client.get("/api/memory", headers=bearer(stepped)).status_code == 200
+    policy = client.put(
+        "/api/admin/mfa-policy", json={"roles": ["owner", "member"]}, headers=bearer(stepped)
+    )
+    assert policy.json() == {"roles": ["member", "owner"]}
+    held_member = client.get("/api/memory", headers=bearer(member.access_token))
+    assert held_member.json()["code"] == "step_up_required"

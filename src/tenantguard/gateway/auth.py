@@ -31,6 +31,9 @@ from tenantguard.identity.tokens import looks_like_jwt
 _log = structlog.get_logger("tenantguard.auth")
 _ANONYMOUS = Principal(type="anonymous", id="")
 STEP_UP_WINDOW = timedelta(minutes=5)
+# What a person whose role needs MFA may do before proving a second factor: manage their own
+# sessions and enrol or use a factor (those routes declare sessions:self).
+MFA_PENDING_ACTIONS = frozenset({"sessions:self"})
 
 
 def fresh_second_factor(ctx: TenantContext, now: datetime) -> bool:
@@ -81,7 +84,10 @@ class Authorize:
             record_failure(rt, exc, rid=rid, action=self.action)
             raise
         allowed = ctx.allows(self.action)
-        stale = allowed and self.action in SENSITIVE_ACTIONS and not fresh_second_factor(ctx, now)
+        stale = allowed and (
+            (self.action in SENSITIVE_ACTIONS and not fresh_second_factor(ctx, now))
+            or (ctx.mfa_pending and self.action not in MFA_PENDING_ACTIONS)
+        )
         needs_touch = resolved is not None and resolved.needs_touch
         if needs_touch or not allowed or stale:
             with rt.db.tenant_transaction(ctx.tenant_id) as tx:

@@ -274,6 +274,9 @@ class Sessions:
             user = self._check(tx, claims.tenant_id, session, now)
             if user.id != claims.subject:
                 raise InvalidCredentials("subject_mismatch", tenant_id=claims.tenant_id)
+            pending = user.role in totp.mfa_roles(
+                tx, claims.tenant_id
+            ) and not totp.SECOND_FACTORS & set(session.amr)
             if now - session.last_seen_at >= LAST_SEEN_RESOLUTION:
                 tx.execute(
                     "UPDATE tenantguard.sessions SET last_seen_at = %s WHERE tenant_id = %s"
@@ -291,6 +294,7 @@ class Sessions:
             session_id=session.id,
             auth_time=session.auth_time,
             amr=session.amr,
+            mfa_pending=pending,
         )
 
     def step_up(self, ctx: TenantContext, *, code: str | None, recovery_code: str | None) -> str:

@@ -23,11 +23,12 @@ import pyotp
 import segno
 
 from tenantguard.audit.store import record_action
+from tenantguard.authz import ROLES
 from tenantguard.context import TenantContext
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Connection
-from tenantguard.errors import Conflict, InvalidCredentials, NotFound
+from tenantguard.errors import Conflict, InvalidCredentials, NotFound, RequestInvalid
 
 TOTP_SEED = EncryptedColumn("totp_factors", "seed", ("user_id",))
 STEP = 30
@@ -211,3 +212,39 @@ def verify(
         if used is not None:
             return "recovery"
     raise InvalidCredentials("bad_totp", tenant_id=tenant_id, credential_id=credential)
+
+
+DEFAULT_MFA_ROLES = ("owner", "admin")
+SECOND_FACTORS = frozenset({"otp", "recovery"})
+
+
+def mfa_roles(conn: Connection, tenant_id: UUID) -> tuple[str, ...]:
+    """The roles that must prove a second factor (the tenant's policy, or the default)."""
+    row = conn.execute(
+        "SELECT roles FROM tenantguard.mfa_policies WHERE tenant_id = %s", (tenant_id,)
+    ).fetchone()
+    return tuple(row[0]) if row is not None else DEFAULT_MFA_ROLES
+
+
+def set_mfa_roles(
+    conn: Connection, ctx: TenantContext, roles: list[str], *, now: datetime
+) -> tuple[str, ...]:
+    chosen = sorted(set(roles))
+    if not set(chosen) <= set(ROLES):
+        raise RequestInvalid("Unknown role.")
+    conn.execute(
+        "INSERT INTO tenantguard.mfa_policies (tenant_id, roles, updated_at) VALUES (%s, %s, %s)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET roles = EXCLUDED.roles,"
+        " updated_at = EXCLUDED.updated_at",
+        (ctx.tenant_id, chosen, now),
+    )
+    record_action(
+        conn,
+        ctx,
+        action="mfa.policy",
+        target_type="tenant",
+        target_id=str(ctx.tenant_id),
+        now=now,
+        payload={"roles": chosen},
+    )
+    return tuple(chosen)

@@ -350,3 +350,25 @@ def step_up(body: StepUpIn, ctx: SessionsSelf, request: Request, response: Respo
         raise
     response.headers.update(_NO_STORE)
     return AccessOut(access_token=token, expires_in=900)
+
+
+class MfaPolicy(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"roles": ["owner", "admin"]}]}
+    )
+    roles: list[Role] = Field(max_length=4)
+
+
+@router.get("/api/admin/mfa-policy")
+def get_mfa_policy(ctx: UsersRead, request: Request) -> MfaPolicy:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return MfaPolicy(roles=list(totp.mfa_roles(tx, ctx.tenant_id)))
+
+
+@router.put("/api/admin/mfa-policy")
+def set_mfa_policy(body: MfaPolicy, ctx: UsersManage, request: Request) -> MfaPolicy:
+    """Which roles must prove a second factor before acting (default: owner and admin)."""
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        roles = totp.set_mfa_roles(tx, ctx, body.roles, now=rt.clock.now())
+    return MfaPolicy(roles=list(roles))
