@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tenantguard.audit import list_events
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
@@ -17,6 +18,10 @@ from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db import Database
 from tenantguard.errors import RequestInvalid, ServiceUnavailable
+from tenantguard.gateway import create_app
+from tenantguard.identity import users
+from tenantguard.identity.sessions import Sessions
+from tenantguard.settings import Settings
 from tenantguard.testing import FakeClock
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "wycheproof" / "ed25519_test.json"
@@ -139,3 +144,37 @@ def test_keys_not_yet_valid_are_not_published(
         keys_later = signing.public_keys(tx, now=clock.now() + timedelta(hours=2))
     assert kid not in [k.kid for k in keys_now]
     assert signing.verify(keys_later, kid, b"m", signature, now=clock.now() + timedelta(hours=2))
+
+
+def test_first_start_creates_a_signing_key(
+    platform_db: Database, keyring: Keyring, clock: FakeClock, settings: Settings
+) -> None:
+    """A fresh deployment has no signing key; the gateway's first start makes one."""
+    with (
+        platform_db.tenant_transaction(PLATFORM_TENANT_ID) as tx,
+        pytest.raises(ServiceUnavailable),
+    ):
+        signing.active(tx, keyring)
+    with TestClient(create_app(settings, database=platform_db, clock=clock, keyring=keyring)):
+        pass
+    with platform_db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        assert signing.active(tx, keyring).kid
+
+
+def test_no_signing_key_means_no_session_row(
+    platform_db: Database,
+    keyring: Keyring,
+    clock: FakeClock,
+    settings: Settings,
+    make_tenant: Any,
+) -> None:
+    """Without a signing key a sign-in fails before anything is written."""
+    tenant = make_tenant("t")
+    ctx = TenantContext(tenant.tenant_id, Principal("system", "tests"), frozenset(), "s")
+    with platform_db.tenant_transaction(tenant.tenant_id) as tx:
+        user = users.add(tx, ctx, email="ada@example.com", role="member", now=clock.now())
+    service = Sessions(platform_db, keyring, settings.tokens(), clock=clock)
+    with pytest.raises(ServiceUnavailable):
+        service.start(tenant.tenant_id, user.id, amr=("email",), request_id="s")
+    with platform_db.tenant_transaction(tenant.tenant_id) as tx:
+        assert tx.execute("SELECT count(*) FROM tenantguard.sessions").fetchone() == (0,)

@@ -116,16 +116,24 @@ def demo(
 def init() -> None:
     """Set up a deployment: the data root, the first key-encryption key (key file or HSM),
     and, with the embedded default, a provisioned and migrated database. Idempotent."""
+    from tenantguard.context import PLATFORM_TENANT_ID, TenantContext  # noqa: PLC0415
+    from tenantguard.crypto import signing  # noqa: PLC0415
     from tenantguard.crypto.keyring import open_keyring  # noqa: PLC0415
+    from tenantguard.db import Database  # noqa: PLC0415
 
     settings = load_settings()
     settings.data_root.mkdir(parents=True, exist_ok=True)
     ring = open_keyring(settings, clock=SystemClock(), create=True)
     out.print(f"key-encryption key: {ring.kek.active_id()} ({settings.kek_provider})")
-    with endpoints(settings.database()) as found:
-        where = (
-            "embedded, under " + str(settings.data_root / "pg") if found.embedded else "external"
-        )
+    platform = TenantContext(PLATFORM_TENANT_ID, CLI, frozenset(), accept_request_id(None))
+    with (
+        endpoints(settings.database()) as found,
+        Database(found.app_url, min_size=1, max_size=1) as db,
+        db.tenant_transaction(PLATFORM_TENANT_ID) as tx,
+    ):
+        kid = signing.ensure(tx, platform, ring, now=SystemClock().now())
+    where = "embedded, under " + str(settings.data_root / "pg") if found.embedded else "external"
+    out.print(f"signing key: {kid}")
     out.print(f"database: {where}; data root: {settings.data_root}")
 
 

@@ -177,3 +177,12 @@ def verify(
                 return False
             return True
     return False
+
+
+def ensure(conn: Connection, ctx: TenantContext, keyring: Keyring, *, now: datetime) -> str:
+    """The active signing key's kid, creating the first one if there is none (first start)."""
+    row = conn.execute(
+        "SELECT kid FROM tenantguard.signing_keys WHERE tenant_id = %s AND superseded_at IS NULL",
+        (PLATFORM_TENANT_ID,),
+    ).fetchone()
+    return str(row[0]) if row is not None else rotate(conn, ctx, keyring, now=now)

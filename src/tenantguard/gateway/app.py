@@ -15,6 +15,8 @@ import structlog
 from fastapi import FastAPI
 
 from tenantguard.clock import Clock, SystemClock
+from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
+from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring, open_keyring
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
@@ -38,6 +40,7 @@ from tenantguard.mail import Mailer
 from tenantguard.settings import Settings
 
 MAX_BODY_BYTES = 1_048_576
+_STARTUP = TenantContext(PLATFORM_TENANT_ID, Principal("system", "gateway"), frozenset(), "startup")
 _log = structlog.get_logger("tenantguard.gateway")
 
 
@@ -79,6 +82,8 @@ def create_app(
             if ring is None:
                 ring = open_keyring(settings, clock=the_clock)
                 stack.callback(ring.close)
+            with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:  # first start: first key
+                signing.ensure(tx, _STARTUP, ring, now=the_clock.now())
             sessions = Sessions(db, ring, settings.tokens(), clock=the_clock)
             app.state.runtime = Runtime(
                 db=db,

@@ -117,9 +117,14 @@ class Sessions:
         self._clock, self._lifetime = clock, lifetime
         self.keys = PublicKeyCache(db, clock)
 
-    def _access(self, tenant_id: UUID, session: Session, user: users.User) -> str:
+    def _signing_key(self) -> signing.SigningKey:
+        """Fetched before anything is written: no signing key means no session at all."""
         with self._db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
-            key = signing.active(tx, self._keyring)
+            return signing.active(tx, self._keyring)
+
+    def _access(
+        self, key: signing.SigningKey, tenant_id: UUID, session: Session, user: users.User
+    ) -> str:
         return tokens.issue(
             key,
             self._config,
@@ -149,6 +154,7 @@ class Sessions:
         self, tenant_id: UUID, user_id: UUID, *, amr: tuple[str, ...], request_id: str
     ) -> Issued:
         """Open a session for a user who has just proved who they are (by `amr`)."""
+        key = self._signing_key()
         now = self._clock.now()
         with self._db.tenant_transaction(tenant_id) as tx:
             user = users.get(tx, tenant_id, user_id)
@@ -171,11 +177,12 @@ class Sessions:
                 now=now,
                 payload={"amr": list(amr)},
             )
-        access = self._access(tenant_id, session, user)
+        access = self._access(key, tenant_id, session, user)
         return Issued(session, access, refresh, int(tokens.ACCESS_LIFETIME.total_seconds()))
 
     def refresh(self, presented: str, *, request_id: str) -> Issued:
         """Rotate a refresh token. A token presented a second time revokes its session."""
+        key = self._signing_key()
         now = self._clock.now()
         token_hash = apikeys.parse(presented, kind="rt")
         with self._db.system_transaction() as tx:
@@ -241,7 +248,7 @@ class Sessions:
                 )
         if reused:  # raised after the revocation committed
             raise InvalidCredentials("refresh_reuse", **who)
-        access = self._access(tenant_id, session, user)
+        access = self._access(key, tenant_id, session, user)
         return Issued(session, access, refresh, int(tokens.ACCESS_LIFETIME.total_seconds()))
 
     @staticmethod
@@ -302,6 +309,7 @@ class Sessions:
         `auth_time` is now and its `amr` names the factor. Returns a fresh access token."""
         if ctx.session_id is None or ctx.principal.type != "user":
             raise InvalidCredentials("no_session", tenant_id=ctx.tenant_id)
+        key = self._signing_key()
         now = self._clock.now()
         with self._db.tenant_transaction(ctx.tenant_id) as tx:
             session = _session(
@@ -338,7 +346,7 @@ class Sessions:
                 now=now,
                 payload={"method": method},
             )
-        return self._access(ctx.tenant_id, session, user)
+        return self._access(key, ctx.tenant_id, session, user)
 
     @staticmethod
     def _revoke_rows(
