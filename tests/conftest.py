@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -38,6 +38,7 @@ from tenantguard.testing import (
     external_test_database,
 )
 
+Conn = psycopg.Connection[tuple[object, ...]]
 EXTERNAL_URL = os.environ.get("TENANTGUARD_TEST_DATABASE_URL")
 BACKENDS = ["embedded", *(["external"] if EXTERNAL_URL else [])]
 TEST_ACTOR = Principal(type="system", id="tests")
@@ -196,3 +197,19 @@ def log_buffer() -> Iterator[io.StringIO]:
             lg.propagate = propagate
         for lg, level in saved_levels:
             lg.setLevel(level)
+
+
+@pytest.fixture
+def owner_in(pg: TestDatabase) -> Iterator[Callable[[UUID], Conn]]:
+    """Owner connections bound to a tenant's context (the owner is subject to forced RLS)."""
+    opened: list[Conn] = []
+
+    def connect(tenant: UUID) -> Conn:
+        conn: Conn = psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True)
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant),))
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()

@@ -3,7 +3,7 @@ tampering by the owner detected."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from uuid import UUID
 
 import psycopg
@@ -33,22 +33,6 @@ def tenant_with_history(client: TestClient, make_tenant: Callable[[str], NewTena
     client.patch(f"/api/memory/{entry['id']}", json={"content": "v2"}, headers=h)
     client.post("/api/runs", json={"agent": "a"}, headers=h)
     return tenant
-
-
-@pytest.fixture
-def owner_in(pg: TestDatabase) -> Iterator[Callable[[UUID], Conn]]:
-    """Owner connections bound to a tenant's context (the owner is subject to forced RLS)."""
-    opened: list[Conn] = []
-
-    def connect(tenant: UUID) -> Conn:
-        conn: Conn = psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True)
-        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant),))
-        opened.append(conn)
-        return conn
-
-    yield connect
-    for conn in opened:
-        conn.close()
 
 
 def verdict_of(db: Database, tenant: UUID) -> tuple[bool, int | None]:

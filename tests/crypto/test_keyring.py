@@ -3,7 +3,7 @@ crypto-shredding, the unwrap cache, and failing closed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -21,7 +21,7 @@ from tenantguard.data.secrets import SECRET_VALUE
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.errors import DecryptionFailed, KeyProviderUnavailable, NotFound
-from tenantguard.testing import FakeClock, TestDatabase
+from tenantguard.testing import FakeClock
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -77,21 +77,6 @@ def ring(kek: CountingKek, clock: FakeClock, ticks: list[float]) -> Keyring:
 @pytest.fixture
 def tenant(make_tenant: Callable[[str], NewTenant]) -> NewTenant:
     return make_tenant("keyring")
-
-
-@pytest.fixture
-def owner_in(pg: TestDatabase) -> Iterator[Callable[[UUID], Conn]]:
-    opened: list[Conn] = []
-
-    def connect(tenant_id: UUID) -> Conn:
-        conn: Conn = psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True)
-        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant_id),))
-        opened.append(conn)
-        return conn
-
-    yield connect
-    for conn in opened:
-        conn.close()
 
 
 def write(
