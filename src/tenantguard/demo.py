@@ -10,6 +10,7 @@ blocks; a temporary data root is removed).
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tempfile
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import uvicorn
@@ -26,12 +28,14 @@ from rich.table import Table
 
 from tenantguard.audit import verify_tenant
 from tenantguard.clock import SystemClock
-from tenantguard.context import PLATFORM_TENANT_ID, Principal
+from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.data.tenants import NewTenant, create_tenant
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
 from tenantguard.gateway import create_app
+from tenantguard.identity import totp, users
 from tenantguard.logs import configure_logging
+from tenantguard.mail import OutboxMailer
 from tenantguard.settings import LogConfig, Settings
 
 _DEMO = Principal(type="system", id="demo")
@@ -157,6 +161,78 @@ def _scenario(base: str, a: NewTenant, b: NewTenant, report: Report) -> None:
         check("A revoked key stops working on the next request", after == 401, f"HTTP {after}")
 
 
+def _vault_and_people(
+    base: str,
+    *,
+    a: NewTenant,
+    b: NewTenant,
+    root: Path,
+    db: Database,
+    clock: SystemClock,
+    report: Report,
+) -> None:
+    """The vault keeps values in; a person signs in by magic link, is held until a second
+    factor, steps up with TOTP; revoking the session ends it on the next request."""
+    check = report.check
+    secret_value = "sk-demo-" + uuid4().hex
+    with _client(base, a.admin_key.secret) as ca, _client(base, b.admin_key.secret) as cb:
+        written = ca.put("/api/secrets/openai-key", json={"value": secret_value})
+        listed = ca.get("/api/secrets")
+        theirs = cb.get("/api/secrets/openai-key")
+        check(
+            "A vault value never comes back out",
+            written.status_code == 200 and secret_value not in written.text + listed.text,
+            f"HTTP {written.status_code}; listing shows names and versions only",
+        )
+        check(
+            "Tenant B cannot see A's secret",
+            theirs.status_code == 404,
+            f"HTTP {theirs.status_code}",
+        )
+        ctx = TenantContext(a.tenant_id, _DEMO, frozenset(), "demo-people")
+        with db.tenant_transaction(a.tenant_id) as tx:
+            users.add(tx, ctx, email="ada@acme.example", role="owner", now=clock.now())
+        anonymous = httpx.Client(base_url=base, timeout=10)
+        anonymous.post(
+            "/api/auth/magic-link", json={"tenant": str(a.tenant_id), "email": "ada@acme.example"}
+        )
+        mail = OutboxMailer(root / "outbox").messages()[-1]
+        body = mail.get_body(preferencelist=("plain",))
+        token = re.search(r"tg_ml_[0-9A-Za-z]+", body.get_content() if body else "")
+        redeemed = anonymous.post(
+            "/api/auth/magic-link/redeem",
+            json={"tenant": str(a.tenant_id), "token": token[0] if token else ""},
+        ).json()
+        person = {"Authorization": f"Bearer {redeemed.get('access_token', '')}"}
+        held = anonymous.get("/api/memory", headers=person)
+        check(
+            "An owner signed in by magic link is held until a second factor",
+            held.status_code == 401 and held.json().get("code") == "step_up_required",
+            f"HTTP {held.status_code} {held.json().get('code')}",
+        )
+        seed = anonymous.post("/api/mfa/totp", headers=person).json()["secret"]
+        code = totp.code_at(seed, totp.step_of(clock.now()))
+        anonymous.post("/api/mfa/totp/confirm", json={"code": code}, headers=person)
+        # The confirming code used this step; the next step's code is within the window.
+        code = totp.code_at(seed, totp.step_of(clock.now()) + 1)
+        stepped = anonymous.post("/api/auth/step-up", json={"code": code}, headers=person)
+        person = {"Authorization": f"Bearer {stepped.json().get('access_token', '')}"}
+        after = anonymous.get("/api/memory", headers=person)
+        check(
+            "After a TOTP step-up the owner can act",
+            after.status_code == 200,
+            f"HTTP {after.status_code}",
+        )
+        anonymous.post("/api/auth/logout", headers=person)
+        ended = anonymous.get("/api/memory", headers=person)
+        check(
+            "Logging out ends the session on the next request",
+            ended.status_code == 401,
+            f"HTTP {ended.status_code}",
+        )
+        anonymous.close()
+
+
 def run_demo(*, data_root: Path | None, console: Console) -> bool:
     """Run the demo; print the report; return whether every check passed."""
     temporary = data_root is None
@@ -184,6 +260,7 @@ def run_demo(*, data_root: Path | None, console: Console) -> bool:
             with _serving(create_app(settings, database=db, clock=clock)) as base:
                 console.print(f"gateway listening on {base}")
                 _scenario(base, a, b, report)
+                _vault_and_people(base, a=a, b=b, root=root, db=db, clock=clock, report=report)
             with db.system_transaction() as tx:
                 doctor = examine(tx)
             report.check(
