@@ -152,6 +152,10 @@ class MagicLinks:
                 raise InvalidCredentials("unknown_link")
             link_id, user_id, expires_at, used_at = row
             credential = f"magic_link:{link_id}"
+            if users.find_by_id(tx, tenant_id, user_id) is None:
+                raise InvalidCredentials(
+                    "user_removed", tenant_id=tenant_id, credential_id=credential
+                )
             if used_at is not None:
                 raise InvalidCredentials("link_used", tenant_id=tenant_id, credential_id=credential)
             if expires_at <= now:

@@ -157,7 +157,10 @@ class Sessions:
         key = self._signing_key()
         now = self._clock.now()
         with self._db.tenant_transaction(tenant_id) as tx:
-            user = users.get(tx, tenant_id, user_id)
+            try:
+                user = users.get(tx, tenant_id, user_id)
+            except NotFound as exc:
+                raise InvalidCredentials("user_removed", tenant_id=tenant_id) from exc
             session = _session(
                 tx.execute(
                     "INSERT INTO tenantguard.sessions (tenant_id, id, user_id, created_at,"
@@ -207,6 +210,14 @@ class Sessions:
             ctx = TenantContext(
                 tenant_id, Principal("user", str(session.user_id)), frozenset(), request_id
             )
+            # Read again under the session's lock: a concurrent refresh with the same token
+            # has either committed (used_at is set: this is a reuse) or not started.
+            current = tx.execute(
+                "SELECT used_at FROM tenantguard.refresh_tokens WHERE tenant_id = %s"
+                " AND session_id = %s AND generation = %s",
+                (tenant_id, session_id, generation),
+            ).fetchone()
+            used_at = current[0] if current is not None else used_at
             if used_at is not None:
                 reused = True
                 if session.revoked_at is None:
@@ -272,12 +283,13 @@ class Sessions:
         now = self._clock.now()
         claims = tokens.verify(token, self._config, key_for=self.keys.get, now=now)
         with self._db.tenant_transaction(claims.tenant_id) as tx:
-            session = _session(
-                tx.execute(
-                    f"SELECT {_COLUMNS} FROM tenantguard.sessions WHERE tenant_id = %s AND id = %s",
-                    (claims.tenant_id, claims.session_id),
-                ).fetchone()
-            )
+            row = tx.execute(
+                f"SELECT {_COLUMNS} FROM tenantguard.sessions WHERE tenant_id = %s AND id = %s",
+                (claims.tenant_id, claims.session_id),
+            ).fetchone()
+            if row is None:  # a signed token naming no session: the same 401 as any other
+                raise InvalidCredentials("unknown_session", tenant_id=claims.tenant_id)
+            session = _session(row)
             user = self._check(tx, claims.tenant_id, session, now)
             if user.id != claims.subject:
                 raise InvalidCredentials("subject_mismatch", tenant_id=claims.tenant_id)
@@ -311,6 +323,23 @@ class Sessions:
             raise InvalidCredentials("no_session", tenant_id=ctx.tenant_id)
         key = self._signing_key()
         now = self._clock.now()
+        try:
+            return self._step_up(ctx, key, code=code, recovery_code=recovery_code, now=now)
+        except InvalidCredentials as exc:
+            if exc.reason == "bad_totp":
+                totp.note_failure(self._db, ctx.tenant_id, UUID(ctx.principal.id), now=now)
+            raise
+
+    def _step_up(
+        self,
+        ctx: TenantContext,
+        key: signing.SigningKey,
+        *,
+        code: str | None,
+        recovery_code: str | None,
+        now: datetime,
+    ) -> str:
+        assert ctx.session_id is not None  # noqa: S101 (checked by step_up)
         with self._db.tenant_transaction(ctx.tenant_id) as tx:
             session = _session(
                 tx.execute(

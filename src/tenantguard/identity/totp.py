@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import pyotp
@@ -27,7 +27,7 @@ from tenantguard.authz import ROLES
 from tenantguard.context import TenantContext
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.keyring import Keyring
-from tenantguard.db.pool import Connection
+from tenantguard.db.pool import Connection, Database
 from tenantguard.errors import Conflict, InvalidCredentials, NotFound, RequestInvalid
 
 TOTP_SEED = EncryptedColumn("totp_factors", "seed", ("user_id",))
@@ -35,6 +35,8 @@ STEP = 30
 DIGITS = 6
 RECOVERY_CODES = 10
 ISSUER = "tenantguard"
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +105,45 @@ def enroll(
 
 
 def _factor(
-    conn: Connection, tenant_id: UUID, user_id: UUID, keyring: Keyring
+    conn: Connection, tenant_id: UUID, user_id: UUID, keyring: Keyring, *, now: datetime
 ) -> tuple[str, str, int]:
     row = conn.execute(
-        "SELECT seed, status, last_step FROM tenantguard.totp_factors WHERE tenant_id = %s"
-        " AND user_id = %s FOR UPDATE",
+        "SELECT seed, status, last_step, failures, failures_since FROM tenantguard.totp_factors"
+        " WHERE tenant_id = %s AND user_id = %s FOR UPDATE",
         (tenant_id, user_id),
     ).fetchone()
     if row is None:
         raise NotFound()
+    failures, since = int(str(row[3])), row[4]
+    if failures >= MAX_FAILURES and since is not None and since > now - FAILURE_WINDOW:
+        # Locked: even the right code is refused, with the same answer as a wrong one.
+        raise InvalidCredentials(
+            "totp_locked", tenant_id=tenant_id, credential_id=f"totp:{user_id}"
+        )
     seed = TOTP_SEED.open(keyring, conn, tenant_id, (user_id,), bytes(row[0])).decode()
     return seed, str(row[1]), int(str(row[2]))
+
+
+def note_failure(db: Database, tenant_id: UUID, user_id: UUID, *, now: datetime) -> None:
+    """Count a wrong code, in a transaction of its own (the failed one rolled back)."""
+    with db.tenant_transaction(tenant_id) as tx:
+        tx.execute(
+            "UPDATE tenantguard.totp_factors SET"
+            " failures = CASE WHEN failures_since IS NULL OR failures_since <= %(start)s"
+            "   THEN 1 ELSE failures + 1 END,"
+            " failures_since = CASE WHEN failures_since IS NULL OR failures_since <= %(start)s"
+            "   THEN %(now)s ELSE failures_since END"
+            " WHERE tenant_id = %(tenant)s AND user_id = %(user)s",
+            {"start": now - FAILURE_WINDOW, "now": now, "tenant": tenant_id, "user": user_id},
+        )
+
+
+def _passed(conn: Connection, tenant_id: UUID, user_id: UUID) -> None:
+    conn.execute(
+        "UPDATE tenantguard.totp_factors SET failures = 0, failures_since = NULL"
+        " WHERE tenant_id = %s AND user_id = %s",
+        (tenant_id, user_id),
+    )
 
 
 def _use_step(
@@ -145,7 +175,7 @@ def confirm(
     now: datetime,
 ) -> list[str]:
     """Activate a pending factor with a code; returns recovery codes (shown once)."""
-    seed, status, last = _factor(conn, ctx.tenant_id, user_id, keyring)
+    seed, status, last = _factor(conn, ctx.tenant_id, user_id, keyring, now=now)
     if status != "pending":
         raise Conflict("There is no pending TOTP enrolment.")
     _use_step(conn, ctx.tenant_id, user_id, code=code, seed=seed, last=last, now=now)
@@ -193,7 +223,7 @@ def verify(
     (`otp` or `recovery`); every failure is `InvalidCredentials`."""
     credential = f"totp:{user_id}"
     try:
-        seed, status, last = _factor(conn, tenant_id, user_id, keyring)
+        seed, status, last = _factor(conn, tenant_id, user_id, keyring, now=now)
     except NotFound as exc:
         raise InvalidCredentials(
             "no_factor", tenant_id=tenant_id, credential_id=credential
@@ -202,6 +232,7 @@ def verify(
         raise InvalidCredentials("no_factor", tenant_id=tenant_id, credential_id=credential)
     if code is not None:
         _use_step(conn, tenant_id, user_id, code=code, seed=seed, last=last, now=now)
+        _passed(conn, tenant_id, user_id)
         return "otp"
     if recovery_code is not None:
         used = conn.execute(
@@ -210,6 +241,7 @@ def verify(
             (now, tenant_id, user_id, _hash(recovery_code)),
         ).fetchone()
         if used is not None:
+            _passed(conn, tenant_id, user_id)
             return "recovery"
     raise InvalidCredentials("bad_totp", tenant_id=tenant_id, credential_id=credential)
 

@@ -12,7 +12,7 @@ from tenantguard.audit.store import record_action
 from tenantguard.authz import ROLES
 from tenantguard.context import TenantContext
 from tenantguard.db.pool import Connection
-from tenantguard.errors import Conflict, NotFound, RequestInvalid
+from tenantguard.errors import CapabilityDenied, Conflict, NotFound, RequestInvalid
 
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 _COLUMNS = "id, email, role, created_at, updated_at"
@@ -41,6 +41,8 @@ def _role(role: str) -> str:
 
 
 def add(conn: Connection, ctx: TenantContext, *, email: str, role: str, now: datetime) -> User:
+    if role == "owner":
+        _only_owners_manage_owners(conn, ctx)
     row = conn.execute(
         "INSERT INTO tenantguard.users (tenant_id, id, email, role, created_at, updated_at)"
         f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
@@ -89,19 +91,40 @@ def list_users(conn: Connection, tenant_id: UUID) -> list[User]:
     return [User(*r) for r in rows]
 
 
+def find_by_id(conn: Connection, tenant_id: UUID, user_id: UUID) -> User | None:
+    try:
+        return get(conn, tenant_id, user_id)
+    except NotFound:
+        return None
+
+
 def _owners(conn: Connection, tenant_id: UUID) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM tenantguard.users WHERE tenant_id = %s AND role = 'owner'"
-        " AND deleted_at IS NULL",
+    """Owners, counted with their rows locked: two concurrent demotions serialise here, and
+    the second sees the first one's result (so a tenant always keeps an owner)."""
+    rows = conn.execute(
+        "SELECT id FROM tenantguard.users WHERE tenant_id = %s AND role = 'owner'"
+        " AND deleted_at IS NULL ORDER BY id FOR UPDATE",
         (tenant_id,),
-    ).fetchone()
-    return int(str(row[0])) if row else 0
+    ).fetchall()
+    return len(rows)
+
+
+def _only_owners_manage_owners(conn: Connection, ctx: TenantContext) -> None:
+    """Granting, changing or removing the owner role is an owner's decision (an admin must
+    not be able to take the tenant from its owner). The tenant's own API keys are its root."""
+    if ctx.principal.type != "user":
+        return
+    actor = find_by_id(conn, ctx.tenant_id, UUID(ctx.principal.id))
+    if actor is None or actor.role != "owner":
+        raise CapabilityDenied("users:manage", "Only an owner grants, changes or removes owners.")
 
 
 def set_role(
     conn: Connection, ctx: TenantContext, user_id: UUID, role: str, *, now: datetime
 ) -> User:
     current = get(conn, ctx.tenant_id, user_id)
+    if "owner" in (current.role, role):
+        _only_owners_manage_owners(conn, ctx)
     if current.role == "owner" and role != "owner" and _owners(conn, ctx.tenant_id) <= 1:
         raise Conflict("A tenant keeps at least one owner.")
     row = conn.execute(
@@ -125,6 +148,8 @@ def set_role(
 def remove(conn: Connection, ctx: TenantContext, user_id: UUID, *, now: datetime) -> None:
     """Remove a user; every session of theirs is revoked in the same transaction."""
     current = get(conn, ctx.tenant_id, user_id)
+    if current.role == "owner":
+        _only_owners_manage_owners(conn, ctx)
     if current.role == "owner" and _owners(conn, ctx.tenant_id) <= 1:
         raise Conflict("A tenant keeps at least one owner.")
     conn.execute(

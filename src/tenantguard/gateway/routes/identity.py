@@ -333,6 +333,8 @@ def confirm_totp(
         with rt.db.tenant_transaction(ctx.tenant_id) as tx:
             codes = totp.confirm(tx, ctx, rt.keyring, user_id, body.code, now=rt.clock.now())
     except InvalidCredentials as exc:
+        if exc.reason == "bad_totp":
+            totp.note_failure(rt.db, ctx.tenant_id, user_id, now=rt.clock.now())
         record_failure(rt, exc, rid=request_id(request), action="mfa.totp.confirm")
         raise
     response.headers.update(_NO_STORE)
