@@ -38,7 +38,15 @@ ADMIN_CAPABILITIES = frozenset(ACTIONS)
 
 # Actions a person may take only with a second factor from the last few minutes (step-up).
 # API keys are non-interactive; their explicit capabilities stand instead.
-SENSITIVE_ACTIONS = frozenset({"api_keys:manage", "users:manage"})
+SENSITIVE_ACTIONS = frozenset(
+    {
+        "api_keys:manage",  # minting credentials
+        "users:manage",  # roles, removals, the MFA policy
+        "sessions:manage",  # revoking others' sessions, all of a tenant's
+        "secrets:write",  # the vault's values
+        "model_providers:write",  # where the tenant's keys are sent
+    }
+)
 
 ROLES = ("owner", "admin", "member", "auditor")
 _READS = frozenset(a for a in ACTIONS if a.endswith(":read"))

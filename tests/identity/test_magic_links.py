@@ -252,3 +252,28 @@ def test_outbox_default_and_cli(
     outbox = settings.data_root / "outbox"
     assert outbox.stat().st_mode & 0o777 == 0o700
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in outbox.iterdir())
+
+
+def test_using_one_link_burns_the_others(
+    mail_client: TestClient,
+    smtp: SmtpSink,
+    make_tenant: Callable[[str], NewTenant],
+    sign_in: SignIn,
+) -> None:
+    """Of several outstanding links, the first one used ends them all."""
+    tenant = make_tenant("t")
+    user, _ = sign_in(tenant, "member")
+    for _ in range(3):
+        mail_client.post(
+            "/api/auth/magic-link", json={"tenant": str(tenant.tenant_id), "email": user.email}
+        )
+    tokens = [token for _, _, token in smtp.links()]
+    first = mail_client.post(
+        "/api/auth/magic-link/redeem", json={"tenant": str(tenant.tenant_id), "token": tokens[1]}
+    )
+    assert first.status_code == 200
+    for token in (tokens[0], tokens[2]):
+        later = mail_client.post(
+            "/api/auth/magic-link/redeem", json={"tenant": str(tenant.tenant_id), "token": token}
+        )
+        assert later.status_code == 401

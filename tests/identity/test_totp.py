@@ -194,3 +194,20 @@ def test_roles_under_the_mfa_policy_act_only_after_a_second_factor(
     assert policy.json() == {"roles": ["member", "owner"]}
     held_member = client.get("/api/memory", headers=bearer(member.access_token))
     assert held_member.json()["code"] == "step_up_required"
+
+
+def test_only_an_owner_changes_the_mfa_policy(
+    client: TestClient, make_tenant: Callable[[str], NewTenant], sign_in: SignIn
+) -> None:
+    """An admin, even stepped up, cannot switch MFA off for owners and admins."""
+    tenant = make_tenant("t")
+    _, admin = sign_in(tenant, "admin")
+    _, owner = sign_in(tenant, "owner")
+    refused = client.put(
+        "/api/admin/mfa-policy", json={"roles": []}, headers=bearer(admin.access_token)
+    )
+    assert refused.status_code == 403
+    accepted = client.put(
+        "/api/admin/mfa-policy", json={"roles": ["owner"]}, headers=bearer(owner.access_token)
+    )
+    assert accepted.json() == {"roles": ["owner"]}

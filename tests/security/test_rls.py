@@ -116,7 +116,7 @@ def populated(
         enrolment = totp.enroll(tx, person, keyring, user.id, user.email, now=clock.now())
         code = totp.code_at(enrolment.secret, totp.step_of(clock.now()))
         totp.confirm(tx, person, keyring, user.id, code, now=clock.now())
-        totp.set_mfa_roles(tx, person, ["owner"], now=clock.now())
+        totp.set_mfa_roles(tx, ctx, ["owner"], now=clock.now())
     return tenant
 
 

@@ -162,8 +162,10 @@ class MagicLinks:
                 raise InvalidCredentials(
                     "link_expired", tenant_id=tenant_id, credential_id=credential
                 )
+            # Using one link burns every other outstanding link of the user.
             tx.execute(
-                "UPDATE tenantguard.magic_links SET used_at = %s WHERE tenant_id = %s AND id = %s",
-                (now, tenant_id, link_id),
+                "UPDATE tenantguard.magic_links SET used_at = %s WHERE tenant_id = %s"
+                " AND user_id = %s AND used_at IS NULL",
+                (now, tenant_id, user_id),
             )
         return self._sessions.start(tenant_id, user_id, amr=("email",), request_id=request_id)

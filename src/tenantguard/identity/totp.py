@@ -264,6 +264,9 @@ def set_mfa_roles(
     chosen = sorted(set(roles))
     if not set(chosen) <= set(ROLES):
         raise RequestInvalid("Unknown role.")
+    from tenantguard.identity.users import require_owner  # noqa: PLC0415 (users imports us not)
+
+    require_owner(conn, ctx, why="Only an owner changes the MFA policy.")
     conn.execute(
         "INSERT INTO tenantguard.mfa_policies (tenant_id, roles, updated_at) VALUES (%s, %s, %s)"
         " ON CONFLICT (tenant_id) DO UPDATE SET roles = EXCLUDED.roles,"

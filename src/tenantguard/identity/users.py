@@ -109,14 +109,18 @@ def _owners(conn: Connection, tenant_id: UUID) -> int:
     return len(rows)
 
 
-def _only_owners_manage_owners(conn: Connection, ctx: TenantContext) -> None:
-    """Granting, changing or removing the owner role is an owner's decision (an admin must
-    not be able to take the tenant from its owner). The tenant's own API keys are its root."""
+def require_owner(conn: Connection, ctx: TenantContext, *, why: str) -> None:
+    """Some decisions are an owner's alone (an admin must not be able to take the tenant from
+    its owner, or weaken its MFA policy). The tenant's own API keys are its root."""
     if ctx.principal.type != "user":
         return
     actor = find_by_id(conn, ctx.tenant_id, UUID(ctx.principal.id))
     if actor is None or actor.role != "owner":
-        raise CapabilityDenied("users:manage", "Only an owner grants, changes or removes owners.")
+        raise CapabilityDenied("users:manage", why)
+
+
+def _only_owners_manage_owners(conn: Connection, ctx: TenantContext) -> None:
+    require_owner(conn, ctx, why="Only an owner grants, changes or removes owners.")
 
 
 def set_role(
