@@ -17,6 +17,7 @@ Threat stopped: forged, stale, replayed-after-expiry and algorithm-confused toke
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import json
 import re
@@ -99,6 +100,12 @@ def issue(
     return jwt.encode(header, claims, okp, algorithms=[ALGORITHM])
 
 
+@functools.lru_cache(maxsize=64)
+def _imported(public_key: bytes) -> OKPKey:
+    """A public key, imported once: keys are immutable and few (the signing keys in overlap)."""
+    return OKPKey.import_key(Ed25519PublicKey.from_public_bytes(public_key))
+
+
 def looks_like_jwt(credential: str) -> bool:
     parts = credential.split(".")
     return len(parts) == 3 and all(_SEGMENT.fullmatch(p) for p in parts[:2])
@@ -133,7 +140,7 @@ def verify(
     if public is None or not public.verifies_at(now):
         raise InvalidCredentials("unknown_kid")
     try:
-        okp = OKPKey.import_key(Ed25519PublicKey.from_public_bytes(public.public_key))
+        okp = _imported(public.public_key)
         decoded = jwt.decode(token, okp, algorithms=[ALGORITHM])
     except (JoseError, ValueError) as exc:
         raise InvalidCredentials("bad_signature") from exc
