@@ -17,8 +17,8 @@ Threat stopped: forged, stale, replayed-after-expiry and algorithm-confused toke
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
