@@ -19,6 +19,7 @@ from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.identity import apikeys
 from tenantguard.testing import FakeClock
+from tests.support import bearer
 
 AsTenant = Callable[[str], tuple[NewTenant, dict[str, str]]]
 KEYS = "/api/api-keys"
@@ -33,10 +34,6 @@ PUBLIC_FIELDS = {
     "last_used_at",
     "rotated_from",
 }
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def create_key(

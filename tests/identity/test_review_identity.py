@@ -24,26 +24,11 @@ from tenantguard.identity.sessions import Issued, PublicKeyCache, Sessions
 from tenantguard.mail import OutboxMailer
 from tenantguard.settings import Settings
 from tenantguard.testing import FakeClock
+from tests.support import bearer, enrolled
 
 SignIn = Callable[..., tuple[users.User, Issued]]
 LINK = re.compile(r"tenant=([0-9a-f-]{36})&token=(tg_ml_[0-9A-Za-z]{38})")
 ACTOR = Principal(type="system", id="review")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def enrolled(client: TestClient, login: Issued, clock: FakeClock) -> tuple[str, list[str]]:
-    """Enrol and confirm TOTP for the signed-in user: (seed, recovery codes)."""
-    h = bearer(login.access_token)
-    started = client.post("/api/mfa/totp", headers=h)
-    assert started.status_code == 201
-    seed = started.json()["secret"]
-    code = totp.code_at(seed, totp.step_of(clock.now()))
-    confirmed = client.post("/api/mfa/totp/confirm", json={"code": code}, headers=h)
-    assert confirmed.status_code == 200
-    return seed, confirmed.json()["recovery_codes"]
 
 
 class _RaceDatabase:

@@ -16,12 +16,9 @@ from tenantguard.db import Database
 from tenantguard.identity import users
 from tenantguard.identity.sessions import Issued
 from tenantguard.testing import FakeClock
+from tests.support import bearer
 
 SignIn = Callable[[NewTenant, str], tuple[users.User, Issued]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_refresh_rotates_and_reuse_revokes_the_family(

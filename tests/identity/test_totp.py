@@ -16,6 +16,7 @@ from tenantguard.db import Database
 from tenantguard.identity import totp, users
 from tenantguard.identity.sessions import Issued
 from tenantguard.testing import FakeClock
+from tests.support import bearer, enrolled
 
 SignIn = Callable[..., tuple[users.User, Issued]]
 RFC_SEED = base64.b32encode(b"12345678901234567890").decode()
@@ -36,22 +37,6 @@ def test_rfc_6238_appendix_b(unix: int, eight_digits: str) -> None:
     """SHA-1 vectors of RFC 6238: a 6-digit code is the last six digits of the 8-digit one."""
     step = totp.step_of(datetime.fromtimestamp(unix, UTC))
     assert totp.code_at(RFC_SEED, step) == eight_digits[-6:]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def enrolled(client: TestClient, login: Issued, clock: FakeClock) -> tuple[str, list[str]]:
-    """Enrol and confirm TOTP for the signed-in user: (seed, recovery codes)."""
-    h = bearer(login.access_token)
-    started = client.post("/api/mfa/totp", headers=h)
-    assert started.status_code == 201
-    seed = started.json()["secret"]
-    code = totp.code_at(seed, totp.step_of(clock.now()))
-    confirmed = client.post("/api/mfa/totp/confirm", json={"code": code}, headers=h)
-    assert confirmed.status_code == 200
-    return seed, confirmed.json()["recovery_codes"]
 
 
 def test_enrolment_shows_the_secret_once_and_stores_it_sealed(
