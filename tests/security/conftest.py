@@ -32,6 +32,8 @@ PUBLIC = {
     ("POST", "/api/auth/refresh"),  # the refresh token in the body is the credential
     ("POST", "/api/auth/magic-link"),  # always 202: says nothing about who exists
     ("POST", "/api/auth/magic-link/redeem"),  # the link's token is the credential
+    ("POST", "/api/auth/oidc/start"),  # begins a sign-in; answers nothing about anyone
+    ("POST", "/api/auth/oidc/callback"),  # the provider's code and the state are the credential
 }
 API_OPERATIONS = [
     op for op in OPERATIONS if op.path.startswith("/api/") and (op.method, op.path) not in PUBLIC

@@ -47,6 +47,8 @@ CORE_TABLES = {
     "totp_factors",
     "recovery_codes",
     "mfa_policies",
+    "oidc_configs",
+    "oidc_logins",
 }
 
 
@@ -117,6 +119,19 @@ def populated(
         code = totp.code_at(enrolment.secret, totp.step_of(clock.now()))
         totp.confirm(tx, person, keyring, user.id, code, now=clock.now())
         totp.set_mfa_roles(tx, ctx, ["owner"], now=clock.now())
+        tx.execute(
+            "INSERT INTO tenantguard.oidc_configs (tenant_id, issuer, client_id, redirect_uris,"
+            " allowed_domains, jit_provisioning, default_role, updated_at) VALUES"
+            " (%s, 'https://idp.example', 'rp', '{https://rp.example/cb}', '{example.com}',"
+            " false, 'member', now())",
+            (tenant.tenant_id,),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.oidc_logins (tenant_id, state_hash, nonce, code_verifier,"
+            " redirect_uri, created_at, expires_at) VALUES (%s, %s, 'n', 'v', 'https://rp', now(),"
+            " now())",
+            (tenant.tenant_id, bytes(32)),
+        )
     return tenant
 
 

@@ -35,6 +35,7 @@ from tenantguard.gateway.routes import (
 )
 from tenantguard.gateway.runtime import Runtime
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
+from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.sessions import Sessions
 from tenantguard.mail import Mailer
 from tenantguard.settings import Settings
@@ -85,6 +86,8 @@ def create_app(
             with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:  # first start: first key
                 signing.ensure(tx, _STARTUP, ring, now=the_clock.now())
             sessions = Sessions(db, ring, settings.tokens(), clock=the_clock)
+            oidc_client = OidcClient(db, sessions, clock=the_clock)
+            stack.callback(oidc_client.close)
             app.state.runtime = Runtime(
                 db=db,
                 clock=the_clock,
@@ -99,6 +102,7 @@ def create_app(
                     clock=the_clock,
                 ),
                 magic_link_floor=settings.magic_link_floor_seconds,
+                oidc=oidc_client,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield

@@ -11,6 +11,7 @@ from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Database
 from tenantguard.errors import ServiceUnavailable
 from tenantguard.identity.magiclinks import MagicLinks
+from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.sessions import Sessions
 from tenantguard.settings import GatewayConfig
 
@@ -24,6 +25,7 @@ class Runtime:
     sessions: Sessions
     magic_links: MagicLinks
     magic_link_floor: float
+    oidc: OidcClient
 
 
 def runtime(request: Request) -> Runtime:
