@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -91,6 +92,24 @@ class TokensOut(BaseModel):
     refresh_token: str
     token_type: str = "Bearer"  # noqa: S105 (the OAuth token type, not a secret)
     expires_in: int
+
+
+def _sign_in(
+    rt: Runtime, rid: str, response: Response, action: str, attempt: Callable[[], sessions.Issued]
+) -> TokensOut:
+    """The one way a public sign-in route answers: its failure audited (the same opaque 401
+    outward), its tokens never cached."""
+    try:
+        issued = attempt()
+    except InvalidCredentials as exc:
+        record_failure(rt, exc, rid=rid, action=action)
+        raise
+    response.headers.update(_NO_STORE)
+    return TokensOut(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        expires_in=issued.expires_in,
+    )
 
 
 UsersRead = Annotated[TenantContext, Depends(Authorize("users:read"))]
@@ -199,16 +218,12 @@ def refresh(body: RefreshIn, request: Request, response: Response) -> TokensOut:
     """Rotate a refresh token (public: the refresh token is the credential)."""
     rt = runtime(request)
     rid = request_id(request)
-    try:
-        issued = rt.sessions.refresh(body.refresh_token, request_id=rid)
-    except InvalidCredentials as exc:
-        record_failure(rt, exc, rid=rid, action="session.refresh")
-        raise
-    response.headers.update(_NO_STORE)
-    return TokensOut(
-        access_token=issued.access_token,
-        refresh_token=issued.refresh_token,
-        expires_in=issued.expires_in,
+    return _sign_in(
+        rt,
+        rid,
+        response,
+        "session.refresh",
+        lambda: rt.sessions.refresh(body.refresh_token, request_id=rid),
     )
 
 
@@ -268,16 +283,12 @@ def request_magic_link(body: MagicLinkRequest, request: Request) -> dict[str, st
 def redeem_magic_link(body: MagicLinkRedeem, request: Request, response: Response) -> TokensOut:
     rt = runtime(request)
     rid = request_id(request)
-    try:
-        issued = rt.magic_links.redeem(tenant_id=body.tenant, token=body.token, request_id=rid)
-    except InvalidCredentials as exc:
-        record_failure(rt, exc, rid=rid, action="auth.magic_link.redeem")
-        raise
-    response.headers.update(_NO_STORE)
-    return TokensOut(
-        access_token=issued.access_token,
-        refresh_token=issued.refresh_token,
-        expires_in=issued.expires_in,
+    return _sign_in(
+        rt,
+        rid,
+        response,
+        "auth.magic_link.redeem",
+        lambda: rt.magic_links.redeem(tenant_id=body.tenant, token=body.token, request_id=rid),
     )
 
 
@@ -517,17 +528,9 @@ def oidc_callback(body: OidcCallback, request: Request, response: Response) -> T
     """Finish single sign-on with the provider's code and state (public)."""
     rt = runtime(request)
     rid = request_id(request)
-    try:
+
+    def finish() -> sessions.Issued:
         config = _oidc_config(rt, body.tenant, rid)
-        issued = rt.oidc.finish(
-            body.tenant, config, state=body.state, code=body.code, request_id=rid
-        )
-    except InvalidCredentials as exc:
-        record_failure(rt, exc, rid=rid, action="sso.oidc.callback")
-        raise
-    response.headers.update(_NO_STORE)
-    return TokensOut(
-        access_token=issued.access_token,
-        refresh_token=issued.refresh_token,
-        expires_in=issued.expires_in,
-    )
+        return rt.oidc.finish(body.tenant, config, state=body.state, code=body.code, request_id=rid)
+
+    return _sign_in(rt, rid, response, "sso.oidc.callback", finish)
