@@ -255,7 +255,12 @@ def mfa_roles(conn: Connection, tenant_id: UUID) -> tuple[str, ...]:
     row = conn.execute(
         "SELECT roles FROM tenantguard.mfa_policies WHERE tenant_id = %s", (tenant_id,)
     ).fetchone()
-    return tuple(row[0]) if row is not None else DEFAULT_MFA_ROLES
+    return roles_or_default(row[0] if row is not None else None)
+
+
+def roles_or_default(stored: object) -> tuple[str, ...]:
+    """A stored policy's roles, or the default when the tenant has none."""
+    return tuple(str(r) for r in stored) if isinstance(stored, list) else DEFAULT_MFA_ROLES
 
 
 def set_mfa_roles(
