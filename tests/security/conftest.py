@@ -34,6 +34,9 @@ PUBLIC = {
     ("POST", "/api/auth/magic-link/redeem"),  # the link's token is the credential
     ("POST", "/api/auth/oidc/start"),  # begins a sign-in; answers nothing about anyone
     ("POST", "/api/auth/oidc/callback"),  # the provider's code and the state are the credential
+    ("GET", "/api/auth/saml/{tenant}/metadata"),  # an SP's public metadata, for its IdP
+    ("POST", "/api/auth/saml/start"),  # begins a sign-in; answers nothing about anyone
+    ("POST", "/api/auth/saml/acs"),  # the IdP's signed assertion and the RelayState are it
 }
 API_OPERATIONS = [
     op for op in OPERATIONS if op.path.startswith("/api/") and (op.method, op.path) not in PUBLIC

@@ -49,6 +49,9 @@ CORE_TABLES = {
     "mfa_policies",
     "oidc_configs",
     "oidc_logins",
+    "saml_configs",
+    "saml_logins",
+    "saml_assertions",
 }
 
 
@@ -131,6 +134,24 @@ def populated(
             " redirect_uri, created_at, expires_at) VALUES (%s, %s, 'n', 'v', 'https://rp', now(),"
             " now())",
             (tenant.tenant_id, bytes(32)),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.saml_configs (tenant_id, idp_metadata, idp_entity_id,"
+            " acs_urls, allowed_domains, jit_provisioning, default_role, updated_at) VALUES"
+            " (%s, '<md/>', 'https://idp.example', '{https://rp.example/acs}', '{example.com}',"
+            " false, 'member', now())",
+            (tenant.tenant_id,),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.saml_logins (tenant_id, relay_hash, request_id, acs_url,"
+            " created_at, expires_at) VALUES (%s, %s, 'id-1', 'https://rp.example/acs', now(),"
+            " now())",
+            (tenant.tenant_id, bytes(32)),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.saml_assertions (tenant_id, assertion_id, accepted_at,"
+            " expires_at) VALUES (%s, 'id-a', now(), now())",
+            (tenant.tenant_id,),
         )
     return tenant
 

@@ -21,4 +21,5 @@ NOT_SEALED: dict[str, str] = {
     "magic_links.token_hash": "a SHA-256 of the link's token: the token itself is never stored",
     "recovery_codes.code_hash": "a SHA-256 of the code: the code itself is never stored",
     "oidc_logins.state_hash": "a SHA-256 of the OIDC state: the state itself is never stored",
+    "saml_logins.relay_hash": "a SHA-256 of the RelayState: the state itself is never stored",
 }

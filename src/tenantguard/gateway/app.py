@@ -31,11 +31,13 @@ from tenantguard.gateway.routes import (
     memory,
     model_providers,
     runs,
+    saml,
     secrets,
 )
 from tenantguard.gateway.runtime import Runtime
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
 from tenantguard.identity.oidc import OidcClient
+from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
 from tenantguard.mail import Mailer
 from tenantguard.settings import Settings
@@ -103,6 +105,9 @@ def create_app(
                 ),
                 magic_link_floor=settings.magic_link_floor_seconds,
                 oidc=oidc_client,
+                saml=SamlServiceProvider(
+                    db, sessions, clock=the_clock, public_url=settings.public_url
+                ),
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield
@@ -126,6 +131,7 @@ def create_app(
         secrets.router,
         model_providers.router,
         identity.router,
+        saml.router,
         audit.router,
     )
     for router in routers:

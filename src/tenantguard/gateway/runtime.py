@@ -12,6 +12,7 @@ from tenantguard.db.pool import Database
 from tenantguard.errors import ServiceUnavailable
 from tenantguard.identity.magiclinks import MagicLinks
 from tenantguard.identity.oidc import OidcClient
+from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
 from tenantguard.settings import GatewayConfig
 
@@ -26,6 +27,7 @@ class Runtime:
     magic_links: MagicLinks
     magic_link_floor: float
     oidc: OidcClient
+    saml: SamlServiceProvider
 
 
 def runtime(request: Request) -> Runtime:

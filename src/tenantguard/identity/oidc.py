@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 from uuid import UUID
 
 import httpx
@@ -30,18 +30,15 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from tenantguard.audit.store import record_action
 from tenantguard.clock import Clock
-from tenantguard.context import Principal, TenantContext
 from tenantguard.db.pool import Database
 from tenantguard.errors import InvalidCredentials, NotFound, RequestInvalid
-from tenantguard.identity import users
+from tenantguard.identity import sso
 from tenantguard.identity.sessions import Issued, Sessions
 
 LOGIN_LIFETIME = timedelta(minutes=10)
 LEEWAY = timedelta(seconds=60)
 ID_TOKEN_ALGORITHMS = ["RS256", "ES256", "Ed25519", "EdDSA", "PS256"]
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +54,7 @@ class OidcConfig:
 
 def check_issuer(issuer: str) -> str:
     """https, or http on loopback only (a local test provider)."""
-    parts = urlsplit(issuer)
-    if not parts.hostname or parts.query or parts.fragment or parts.username:
-        raise RequestInvalid("An issuer is an absolute https URL.")
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-        raise RequestInvalid("An issuer is reached over https.")
-    return issuer.rstrip("/")
+    return sso.check_url(issuer, what="An issuer").rstrip("/")
 
 
 def _b64(data: bytes) -> str:
@@ -255,37 +247,24 @@ class OidcClient:
 
     @staticmethod
     def _email(claims: dict[str, Any], config: OidcConfig, tenant_id: UUID) -> str:
-        email = claims.get("email")
-        if not isinstance(email, str) or claims.get("email_verified") is not True:
+        if claims.get("email_verified") is not True:
             raise InvalidCredentials("email_not_verified", tenant_id=tenant_id)
-        try:
-            address = users.normal_email(email)
-        except RequestInvalid as exc:
-            raise InvalidCredentials("bad_email", tenant_id=tenant_id) from exc
-        if address.rsplit("@", 1)[1] not in config.allowed_domains:
-            raise InvalidCredentials("domain_not_allowed", tenant_id=tenant_id)
-        return address
+        return sso.domain_email(claims.get("email"), config.allowed_domains, tenant_id=tenant_id)
 
     def _sign_in(
         self, tenant_id: UUID, config: OidcConfig, email: str, *, request_id: str, now: datetime
     ) -> Issued:
-        ctx = TenantContext(tenant_id, Principal("system", "oidc"), frozenset(), request_id)
-        with self._db.tenant_transaction(tenant_id) as tx:
-            user = users.find(tx, tenant_id, email)
-            if user is None:
-                if not config.jit_provisioning:
-                    raise InvalidCredentials("unknown_user", tenant_id=tenant_id)
-                user = users.add(tx, ctx, email=email, role=config.default_role, now=now)
-                record_action(
-                    tx,
-                    ctx,
-                    action="user.provision",
-                    target_type="user",
-                    target_id=str(user.id),
-                    now=now,
-                    payload={"via": "oidc"},
-                )
-        return self._sessions.start(tenant_id, user.id, amr=("oidc",), request_id=request_id)
+        return sso.sign_in(
+            self._db,
+            self._sessions,
+            tenant_id,
+            email,
+            jit_provisioning=config.jit_provisioning,
+            default_role=config.default_role,
+            via="oidc",
+            request_id=request_id,
+            now=now,
+        )
 
 
 def load_config(db: Database, tenant_id: UUID, *, client_secret: str | None) -> OidcConfig:

@@ -94,7 +94,7 @@ class TokensOut(BaseModel):
     expires_in: int
 
 
-def _sign_in(
+def sign_in_answer(
     rt: Runtime, rid: str, response: Response, action: str, attempt: Callable[[], sessions.Issued]
 ) -> TokensOut:
     """The one way a public sign-in route answers: its failure audited (the same opaque 401
@@ -218,7 +218,7 @@ def refresh(body: RefreshIn, request: Request, response: Response) -> TokensOut:
     """Rotate a refresh token (public: the refresh token is the credential)."""
     rt = runtime(request)
     rid = request_id(request)
-    return _sign_in(
+    return sign_in_answer(
         rt,
         rid,
         response,
@@ -283,7 +283,7 @@ def request_magic_link(body: MagicLinkRequest, request: Request) -> dict[str, st
 def redeem_magic_link(body: MagicLinkRedeem, request: Request, response: Response) -> TokensOut:
     rt = runtime(request)
     rid = request_id(request)
-    return _sign_in(
+    return sign_in_answer(
         rt,
         rid,
         response,
@@ -533,4 +533,4 @@ def oidc_callback(body: OidcCallback, request: Request, response: Response) -> T
         config = _oidc_config(rt, body.tenant, rid)
         return rt.oidc.finish(body.tenant, config, state=body.state, code=body.code, request_id=rid)
 
-    return _sign_in(rt, rid, response, "sso.oidc.callback", finish)
+    return sign_in_answer(rt, rid, response, "sso.oidc.callback", finish)
