@@ -145,6 +145,29 @@ def sign_in(
 
 
 @pytest.fixture
+def sign_in_operator(
+    db: Database, sessions_service: Sessions, clock: FakeClock
+) -> Callable[..., tuple[users.User, Issued]]:
+    """Add an operator to the platform realm and open a session for it: (user, tokens). By
+    default the session has proved email and TOTP; pass `amr` to say otherwise."""
+
+    def make(amr: tuple[str, ...] = ("email", "otp")) -> tuple[users.User, Issued]:
+        ctx = TenantContext(PLATFORM_TENANT_ID, TEST_ACTOR, frozenset(), "sign-in")
+        with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+            user = users.add(
+                tx,
+                ctx,
+                email=f"operator-{uuid4().hex[:8]}@vendor.example",
+                role="operator",
+                now=clock.now(),
+            )
+        issued = sessions_service.start(PLATFORM_TENANT_ID, user.id, amr=amr, request_id="sign-in")
+        return user, issued
+
+    return make
+
+
+@pytest.fixture
 def app(settings: Settings, db: Database, clock: FakeClock, keyring: Keyring) -> FastAPI:
     return create_app(settings, database=db, clock=clock, keyring=keyring)
 

@@ -3,18 +3,24 @@
 Every gateway route declares the one action it performs; a credential carries a set of
 capabilities, each the name of an action it may perform. Deny by default: an action not in the
 set is refused with `capability_denied`, and an unknown capability name is an error, never
-ignored. (Roles of human users map onto these same actions in the identity issue.)
+ignored. Roles of people map onto these same actions (`ROLE_ACTIONS`).
+
+Two realms: tenants, and the platform (the vendor's operators, who are members of no tenant).
+An action belongs to one realm (`sessions:self` to both): a tenant credential can never hold a
+platform action, and an operator's session can never perform a tenant action, whatever its
+token says (`in_realm`, checked by the gateway on every request).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from uuid import UUID
 
-from tenantguard.context import TenantContext
+from tenantguard.context import PLATFORM_TENANT_ID, TenantContext
 from tenantguard.errors import CapabilityDenied, RequestInvalid
 
-ACTIONS: Mapping[str, str] = MappingProxyType(
+TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
     {
         "api_keys:manage": "create, rotate and revoke API keys (never wider than one's own)",
         "api_keys:read": "list API keys (never their secrets)",
@@ -33,8 +39,17 @@ ACTIONS: Mapping[str, str] = MappingProxyType(
         "users:read": "list the tenant's users",
     }
 )
+PLATFORM_ACTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "platform:operators:read": "list the platform's operators",
+    }
+)
+# Actions of either realm: a person's own sessions and second factors.
+BOTH_REALMS = frozenset({"sessions:self"})
+ACTIONS: Mapping[str, str] = MappingProxyType({**TENANT_ACTIONS, **PLATFORM_ACTIONS})
 
-ADMIN_CAPABILITIES = frozenset(ACTIONS)
+# Every tenant action: what a tenant's first API key holds, and the most any tenant key may.
+ADMIN_CAPABILITIES = frozenset(TENANT_ACTIONS)
 
 # Actions a person may take only with a second factor from the last few minutes (step-up).
 # API keys are non-interactive; their explicit capabilities stand instead.
@@ -48,8 +63,9 @@ SENSITIVE_ACTIONS = frozenset(
     }
 )
 
-ROLES = ("owner", "admin", "member", "auditor")
-_READS = frozenset(a for a in ACTIONS if a.endswith(":read"))
+ROLES = ("owner", "admin", "member", "auditor")  # tenant roles
+PLATFORM_ROLES = ("operator",)  # the platform realm's only role
+_READS = frozenset(a for a in TENANT_ACTIONS if a.endswith(":read"))
 # The role x action matrix: what a tenant user of each role may do. Data, in one place.
 ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
@@ -67,12 +83,26 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
             }
         ),
         "auditor": _READS | {"sessions:self"},
+        "operator": frozenset({"sessions:self", "platform:operators:read"}),
     }
 )
 
 
+def roles_of(tenant_id: UUID) -> tuple[str, ...]:
+    """The roles a person of this realm may have."""
+    return PLATFORM_ROLES if tenant_id == PLATFORM_TENANT_ID else ROLES
+
+
+def in_realm(tenant_id: UUID, action: str) -> bool:
+    """Whether `action` may be performed in the realm of `tenant_id` at all."""
+    if action in BOTH_REALMS:
+        return True
+    platform = tenant_id == PLATFORM_TENANT_ID
+    return action in (PLATFORM_ACTIONS if platform else TENANT_ACTIONS)
+
+
 def capability_set(names: Iterable[str]) -> frozenset[str]:
-    """Validate capability names against the allow-list."""
+    """Validate the capability names of a tenant credential against the allow-list."""
     chosen = frozenset(names)
     unknown = chosen - ADMIN_CAPABILITIES
     if unknown:
@@ -84,5 +114,5 @@ def require(ctx: TenantContext, action: str) -> None:
     """Refuse unless `ctx` holds the capability for `action`."""
     if action not in ACTIONS:  # a programming error: fail closed, loudly
         raise CapabilityDenied(action, "The action is not known.")
-    if not ctx.allows(action):
+    if not (ctx.allows(action) and in_realm(ctx.tenant_id, action)):
         raise CapabilityDenied(action)

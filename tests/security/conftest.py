@@ -14,6 +14,7 @@ from uuid import uuid4
 import pytest
 from fastapi.testclient import TestClient
 
+from tenantguard.authz import PLATFORM_ACTIONS
 from tenantguard.data.tenants import NewTenant
 from tenantguard.gateway import create_app
 from tenantguard.gateway.auth import Operation, operations
@@ -37,10 +38,16 @@ PUBLIC = {
     ("GET", "/api/auth/saml/{tenant}/metadata"),  # an SP's public metadata, for its IdP
     ("POST", "/api/auth/saml/start"),  # begins a sign-in; answers nothing about anyone
     ("POST", "/api/auth/saml/acs"),  # the IdP's signed assertion and the RelayState are it
+    ("POST", "/api/operator/auth/magic-link"),  # always 202, as the tenants' route
+    ("POST", "/api/operator/auth/magic-link/redeem"),  # the link's token is the credential
 }
-API_OPERATIONS = [
+_GUARDED = [
     op for op in OPERATIONS if op.path.startswith("/api/") and (op.method, op.path) not in PUBLIC
 ]
+# The tenant realm's routes, and the platform realm's (operators only; tests/security/
+# test_realms.py walks both against each realm's credentials).
+API_OPERATIONS = [op for op in _GUARDED if not set(op.actions) & set(PLATFORM_ACTIONS)]
+PLATFORM_OPERATIONS = [op for op in _GUARDED if set(op.actions) & set(PLATFORM_ACTIONS)]
 # Routes whose body carries a second credential (a TOTP or recovery code): their example body's
 # code is wrong, so past the gate they answer 401 by design. The gate itself is tested anyway.
 BODY_CREDENTIAL = {("POST", "/api/auth/step-up"), ("POST", "/api/mfa/totp/confirm")}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from tenantguard.authz import ROLE_ACTIONS, ROLES
+from tenantguard.authz import PLATFORM_ROLES, ROLE_ACTIONS, ROLES
 from tenantguard.data.tenants import NewTenant
 from tenantguard.errors import CapabilityDenied
 from tenantguard.gateway.auth import Operation
@@ -20,7 +20,7 @@ SignIn = Callable[[NewTenant, str], tuple[users.User, Issued]]
 
 
 def test_every_role_has_a_row() -> None:
-    assert set(ROLE_ACTIONS) == set(ROLES)
+    assert set(ROLE_ACTIONS) == {*ROLES, *PLATFORM_ROLES}
 
 
 @pytest.mark.parametrize("op", API_OPERATIONS, ids=op_id)

@@ -21,6 +21,7 @@ from rich.table import Table
 from tenantguard.audit import verify_tenant
 from tenantguard.cli._common import CLI, database, err, load_settings, out
 from tenantguard.cli.keys import keys_app, signing_app
+from tenantguard.cli.operators import operators_app
 from tenantguard.cli.providers import providers_app
 from tenantguard.clock import SystemClock
 from tenantguard.context import accept_request_id
@@ -43,6 +44,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(signing_app, name="signing-keys")
 app.add_typer(providers_app, name="providers")
+app.add_typer(operators_app, name="operators")
 
 
 def print_report(report: DoctorReport, console: Console) -> None:

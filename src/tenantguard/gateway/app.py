@@ -30,6 +30,7 @@ from tenantguard.gateway.routes import (
     identity,
     memory,
     model_providers,
+    operator,
     runs,
     saml,
     secrets,
@@ -132,6 +133,7 @@ def create_app(
         model_providers.router,
         identity.router,
         saml.router,
+        operator.router,
         audit.router,
     )
     for router in routers:

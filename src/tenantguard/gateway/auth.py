@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import Request
 
 from tenantguard.audit.store import AuditRecord, append, record_action
-from tenantguard.authz import ACTIONS, SENSITIVE_ACTIONS
+from tenantguard.authz import ACTIONS, SENSITIVE_ACTIONS, in_realm
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.errors import CapabilityDenied, InvalidCredentials, StepUpRequired
 from tenantguard.gateway.runtime import Runtime, request_id, runtime
@@ -83,7 +83,8 @@ class Authorize:
         except InvalidCredentials as exc:
             record_failure(rt, exc, rid=rid, action=self.action)
             raise
-        allowed = ctx.allows(self.action)
+        # A token can name any action; only its realm's actions can ever be performed.
+        allowed = ctx.allows(self.action) and in_realm(ctx.tenant_id, self.action)
         stale = allowed and (
             (self.action in SENSITIVE_ACTIONS and not fresh_second_factor(ctx, now))
             or (ctx.mfa_pending and self.action not in MFA_PENDING_ACTIONS)

@@ -71,9 +71,23 @@ class MagicLinks:
                 ),
             )
 
-    def request(self, *, tenant_id: UUID, email: str, request_id: str) -> None:
-        """Send a sign-in link if `email` is a user of `tenant_id`. Never says whether it is."""
+    def request(
+        self, *, tenant_id: UUID, email: str, request_id: str, platform: bool = False
+    ) -> None:
+        """Send a sign-in link if `email` is a user of `tenant_id`. Never says whether it is.
+        `platform` says the caller is the operators' route: each realm signs in only its own
+        people, so a tenant route naming the platform realm sends nothing (and vice versa)."""
         now = self._clock.now()
+        if (tenant_id == PLATFORM_TENANT_ID) != platform:
+            self._audit(
+                PLATFORM_TENANT_ID,
+                action="auth.magic_link.request",
+                outcome="failure",
+                reason="wrong_realm",
+                target="",
+                request_id=request_id,
+            )
+            return
         try:
             address = users.normal_email(email)
         except RequestInvalid:
@@ -102,9 +116,11 @@ class MagicLinks:
                 request_id=request_id,
             )
             return
-        link = f"{self._config.public_url.rstrip('/')}/auth/magic?" + urlencode(
-            {"tenant": str(tenant_id), "token": secret}
-        )
+        base = self._config.public_url.rstrip("/")
+        if platform:
+            link = f"{base}/operator/auth/magic?" + urlencode({"token": secret})
+        else:
+            link = f"{base}/auth/magic?" + urlencode({"tenant": str(tenant_id), "token": secret})
         body = (
             f"Sign in to tenantguard with this link. It works once, for 15 minutes:\n\n"
             f"{link}\n\nIf you did not ask for it, ignore this message.\n"
@@ -138,9 +154,13 @@ class MagicLinks:
             request_id=request_id,
         )
 
-    def redeem(self, *, tenant_id: UUID, token: str, request_id: str) -> Issued:
+    def redeem(
+        self, *, tenant_id: UUID, token: str, request_id: str, platform: bool = False
+    ) -> Issued:
         """Use a link once; open a session. Every failure is `InvalidCredentials`."""
         now = self._clock.now()
+        if (tenant_id == PLATFORM_TENANT_ID) != platform:
+            raise InvalidCredentials("wrong_realm")
         token_hash = apikeys.parse(token, kind="ml")
         with self._db.tenant_transaction(tenant_id) as tx:
             row = tx.execute(

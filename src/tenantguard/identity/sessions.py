@@ -296,7 +296,7 @@ class Sessions:
             user = self._check(tx, claims.tenant_id, session, now)
             if user.id != claims.subject:
                 raise InvalidCredentials("subject_mismatch", tenant_id=claims.tenant_id)
-            pending = user.role in totp.roles_or_default(policy) and not (
+            pending = user.role in totp.required_roles(claims.tenant_id, policy) and not (
                 totp.SECOND_FACTORS & set(session.amr)
             )
             if now - session.last_seen_at >= LAST_SEEN_RESOLUTION:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 from tenantguard.audit.store import record_action
-from tenantguard.context import Principal, TenantContext
+from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.db.pool import Database
 from tenantguard.errors import InvalidCredentials, RequestInvalid
 from tenantguard.identity import users
@@ -59,7 +59,10 @@ def sign_in(
     now: datetime,
 ) -> Issued:
     """Open a session for the tenant's user `email` (provisioned first, if allowed), with the
-    method `via` (`oidc`, `saml`) as its authentication method."""
+    method `via` (`oidc`, `saml`) as its authentication method. Tenants only: operators of
+    the platform realm sign in by their own route."""
+    if tenant_id == PLATFORM_TENANT_ID:
+        raise InvalidCredentials("wrong_realm")
     ctx = TenantContext(tenant_id, Principal("system", via), frozenset(), request_id)
     with db.tenant_transaction(tenant_id) as tx:
         user = users.find(tx, tenant_id, email)

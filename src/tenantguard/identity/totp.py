@@ -23,8 +23,8 @@ import pyotp
 import segno
 
 from tenantguard.audit.store import record_action
-from tenantguard.authz import ROLES
-from tenantguard.context import TenantContext
+from tenantguard.authz import PLATFORM_ROLES, ROLES
+from tenantguard.context import PLATFORM_TENANT_ID, TenantContext
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Connection, Database
@@ -255,11 +255,14 @@ def mfa_roles(conn: Connection, tenant_id: UUID) -> tuple[str, ...]:
     row = conn.execute(
         "SELECT roles FROM tenantguard.mfa_policies WHERE tenant_id = %s", (tenant_id,)
     ).fetchone()
-    return roles_or_default(row[0] if row is not None else None)
+    return required_roles(tenant_id, row[0] if row is not None else None)
 
 
-def roles_or_default(stored: object) -> tuple[str, ...]:
-    """A stored policy's roles, or the default when the tenant has none."""
+def required_roles(tenant_id: UUID, stored: object) -> tuple[str, ...]:
+    """The roles that must prove a second factor: in the platform realm always every role (its
+    operators), whatever is stored; in a tenant its stored policy, or the default."""
+    if tenant_id == PLATFORM_TENANT_ID:
+        return PLATFORM_ROLES
     return tuple(str(r) for r in stored) if isinstance(stored, list) else DEFAULT_MFA_ROLES
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from uuid import UUID, uuid4
 
 from tenantguard.audit.store import record_action
-from tenantguard.authz import ROLES
+from tenantguard.authz import roles_of
 from tenantguard.context import TenantContext
 from tenantguard.db.pool import Connection
 from tenantguard.errors import CapabilityDenied, Conflict, NotFound, RequestInvalid
@@ -34,8 +34,9 @@ def normal_email(email: str) -> str:
     return value
 
 
-def _role(role: str) -> str:
-    if role not in ROLES:
+def _role(role: str, tenant_id: UUID) -> str:
+    """A role of the realm: tenant roles in a tenant, `operator` in the platform realm."""
+    if role not in roles_of(tenant_id):
         raise RequestInvalid("Unknown role.")
     return role
 
@@ -46,7 +47,7 @@ def add(conn: Connection, ctx: TenantContext, *, email: str, role: str, now: dat
     row = conn.execute(
         "INSERT INTO tenantguard.users (tenant_id, id, email, role, created_at, updated_at)"
         f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-        (ctx.tenant_id, uuid4(), normal_email(email), _role(role), now, now),
+        (ctx.tenant_id, uuid4(), normal_email(email), _role(role, ctx.tenant_id), now, now),
     ).fetchone()
     assert row is not None  # noqa: S101 (RETURNING of the row just written)
     user = User(*row)
@@ -134,7 +135,7 @@ def set_role(
     row = conn.execute(
         f"UPDATE tenantguard.users SET role = %s, updated_at = %s WHERE tenant_id = %s AND id = %s"
         f" RETURNING {_COLUMNS}",
-        (_role(role), now, ctx.tenant_id, user_id),
+        (_role(role, ctx.tenant_id), now, ctx.tenant_id, user_id),
     ).fetchone()
     assert row is not None  # noqa: S101
     record_action(
