@@ -84,8 +84,9 @@ def make_tenant(db: Database, clock: FakeClock) -> Callable[[str], NewTenant]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # No response floor for magic links in tests: timings are never asserted anyway.
-    return Settings(data_root=tmp_path, magic_link_floor_seconds=0.0)
+    # No response floor for magic links in tests: timings are never asserted anyway. The test
+    # identity providers (OIDC, SAML) are processes on loopback: the unsafe switch allows them.
+    return Settings(data_root=tmp_path, magic_link_floor_seconds=0.0, unsafe_loopback_sso=True)
 
 
 @pytest.fixture(scope="session")

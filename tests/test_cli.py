@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
 
 import pytest
 from typer.testing import CliRunner
 
 from tenantguard.cli import app
+from tenantguard.crypto.kek import LocalKek
 from tenantguard.identity import apikeys
 from tenantguard.testing import TestDatabase
 
@@ -51,7 +55,41 @@ def test_audit_verify_reports_an_intact_chain(env: None) -> None:
     created = json.loads(runner.invoke(app, ["tenants", "create", "Acme", "--json"]).stdout)
     result = runner.invoke(app, ["audit", "verify", "--tenant", created["tenant_id"]])
     assert result.exit_code == 0, result.output
-    assert "audit chain intact: 2 events" in result.stdout
+    said = " ".join(result.stdout.split())  # the console may wrap lines
+    assert "audit log intact: 2 events" in said
+    assert "0 signed checkpoints" in said
+
+
+def test_audit_checkpoint_then_a_cut_back_log_fails_verify(
+    env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    shared_kek: LocalKek,
+    signing_key: str,
+    owner_in: Callable[[UUID], Any],
+) -> None:
+    """`audit checkpoint` signs and witnesses a checkpoint; after the newest event is deleted
+    behind the service's back, `audit verify` exits 1 naming the cut."""
+    monkeypatch.setenv("TENANTGUARD_DATA_ROOT", str(shared_kek._dir.parent))
+    created = json.loads(runner.invoke(app, ["tenants", "create", "Acme", "--json"]).stdout)
+    tenant = created["tenant_id"]
+    signed = runner.invoke(app, ["audit", "checkpoint", "--tenant", tenant])
+    assert signed.exit_code == 0, signed.output
+    assert f"tenantguard/audit/{tenant}\n2\n" in signed.stdout
+    intact = runner.invoke(app, ["audit", "verify", "--tenant", tenant])
+    assert intact.exit_code == 0, intact.output
+    # The stored row and the witness copy (the console may wrap lines).
+    assert "2 signed checkpoints" in " ".join(intact.stdout.split())
+    conn = owner_in(UUID(tenant))
+    conn.execute("ALTER TABLE tenantguard.audit_events DISABLE TRIGGER audit_events_append_only")
+    try:
+        conn.execute(
+            "DELETE FROM tenantguard.audit_events WHERE tenant_id = %s AND seq = 1", (tenant,)
+        )
+    finally:
+        conn.execute("ALTER TABLE tenantguard.audit_events ENABLE TRIGGER audit_events_append_only")
+    cut = runner.invoke(app, ["audit", "verify", "--tenant", tenant])
+    assert cut.exit_code == 1
+    assert "cut back" in " ".join(cut.output.split())
 
 
 def test_db_upgrade_is_idempotent(env: None) -> None:

@@ -24,7 +24,8 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
     {
         "api_keys:manage": "create, rotate and revoke API keys (never wider than one's own)",
         "api_keys:read": "list API keys (never their secrets)",
-        "audit:read": "read the tenant's audit events",
+        "audit:checkpoint": "sign a checkpoint of the tenant's audit log now",
+        "audit:read": "read the tenant's audit events, checkpoints and proofs",
         "memory:read": "read memory entries, deleted ones and their versions",
         "memory:write": "create, change, delete and restore memory entries",
         "model_providers:read": "list the tenant's model providers",
@@ -82,7 +83,7 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
                 "sessions:self",
             }
         ),
-        "auditor": _READS | {"sessions:self"},
+        "auditor": _READS | {"sessions:self", "audit:checkpoint"},
         "operator": frozenset({"sessions:self", "platform:operators:read"}),
     }
 )

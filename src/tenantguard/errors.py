@@ -16,7 +16,8 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     ├── NotFound                    404  absent, or belongs to another tenant: the same answer
     ├── MethodNotAllowed            405
     ├── Conflict                    409  state conflict (version mismatch, duplicate key, ...)
-    │   └── ModelProviderMissing        the tenant has no provider for the model (no shared pool)
+    │   ├── ModelProviderMissing        the tenant has no provider for the model (no shared pool)
+    │   └── AuditVerificationFailed     audit evidence (a proof, a checkpoint) does not verify
     ├── RequestInvalid              422  the request does not match the schema
     ├── RateLimited                 429
     ├── InternalError               500  anything unexpected; details only in the logs
@@ -122,6 +123,12 @@ class ModelProviderMissing(Conflict):
         "This tenant has no model provider for that model. Configure one with"
         " PUT /api/model-providers/{name}; there is no shared fallback."
     )
+
+
+class AuditVerificationFailed(Conflict):
+    code = "audit_verification_failed"
+    title = "Audit verification failed"
+    default_detail = "The audit evidence does not verify."
 
 
 class RequestInvalid(TenantGuardError):

@@ -41,6 +41,17 @@ class GatewayConfig:
     host: str
     port: int
     deployment_mode: DeploymentMode
+    unsafe_loopback_sso: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointConfig:
+    """Audit checkpoints: origin (and note key name), interval, witness directory."""
+
+    origin: str
+    interval_seconds: float
+    witness_dir: Path
+    verify_seconds: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,17 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     # Every magic-link request is answered after at least this long (hides mail latency).
     magic_link_floor_seconds: float = Field(default=0.5, ge=0, le=10)
+    # Audit checkpoints: the origin prefix (also the signing key's note name), how often the
+    # gateway signs one for each tenant whose log grew (0: only on demand), and the witness
+    # directory each is also written to (unset: <data_root>/witness).
+    audit_origin: str = Field(default="tenantguard", pattern=r"^[A-Za-z0-9._:/-]{1,200}$")
+    audit_checkpoint_seconds: float = Field(default=300.0, ge=0, le=86400)
+    # How often the gateway re-verifies every tenant's log against its checkpoints (0: never).
+    audit_verify_seconds: float = Field(default=900.0, ge=0, le=86400)
+    audit_witness_dir: Path | None = None
+    # UNSAFE, for local test identity providers only: accept http:// and loopback hosts as
+    # OIDC issuers and endpoints, SAML sign-on and ACS URLs. Off in any real deployment.
+    unsafe_loopback_sso: bool = False
 
     def database(self) -> DatabaseConfig:
         return DatabaseConfig(
@@ -106,7 +128,12 @@ class Settings(BaseSettings):
         )
 
     def gateway(self) -> GatewayConfig:
-        return GatewayConfig(host=self.host, port=self.port, deployment_mode=self.deployment_mode)
+        return GatewayConfig(
+            host=self.host,
+            port=self.port,
+            deployment_mode=self.deployment_mode,
+            unsafe_loopback_sso=self.unsafe_loopback_sso,
+        )
 
     def kek(self) -> KekConfig:
         return KekConfig(
@@ -129,6 +156,14 @@ class Settings(BaseSettings):
             starttls=self.smtp_starttls,
             username=self.smtp_username,
             password=self.smtp_password,
+        )
+
+    def checkpoints(self) -> CheckpointConfig:
+        return CheckpointConfig(
+            origin=self.audit_origin,
+            interval_seconds=self.audit_checkpoint_seconds,
+            witness_dir=self.audit_witness_dir or self.data_root / "witness",
+            verify_seconds=self.audit_verify_seconds,
         )
 
     def logging(self) -> LogConfig:

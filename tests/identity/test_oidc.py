@@ -77,14 +77,13 @@ def sso_tenant(
     tenant = make_tenant("acme")
     _, owner = sign_in(tenant, "owner")
     h = bearer(owner.access_token)
-    assert client.put("/api/secrets/oidc-client", json={"value": "s3cret"}, headers=h).is_success
     configured = client.put(
         "/api/admin/oidc",
         headers=h,
         json={
             "issuer": provider,
             "client_id": "tenantguard-test",
-            "client_secret": "oidc-client",
+            "client_secret": "s3cret",
             "redirect_uris": [REDIRECT],
             "allowed_domains": ["ACME.example"],
             "jit_provisioning": True,
@@ -101,7 +100,7 @@ def login(client: TestClient, tenant: NewTenant, sub: str) -> tuple[Any, str, st
         "/api/auth/oidc/start", json={"tenant": str(tenant.tenant_id), "redirect_uri": REDIRECT}
     )
     assert started.status_code == 200, started.text
-    url = started.json()["authorization_url"]
+    url, binding = started.json()["authorization_url"], started.json()["binding"]
     query = parse_qs(urlsplit(url).query)
     assert query["code_challenge_method"] == ["S256"]
     at_provider = httpx.post(url, data={"sub": sub}, follow_redirects=False, timeout=10)
@@ -111,7 +110,7 @@ def login(client: TestClient, tenant: NewTenant, sub: str) -> tuple[Any, str, st
     state, code = back["state"][0], back["code"][0]
     answer = client.post(
         "/api/auth/oidc/callback",
-        json={"tenant": str(tenant.tenant_id), "state": state, "code": code},
+        json={"tenant": str(tenant.tenant_id), "state": state, "code": code, "binding": binding},
     )
     return answer, state, code
 
@@ -132,14 +131,38 @@ def test_state_and_code_work_once(client: TestClient, sso_tenant: NewTenant) -> 
     assert answer.status_code == 200
     replay = client.post(
         "/api/auth/oidc/callback",
-        json={"tenant": str(sso_tenant.tenant_id), "state": state, "code": code},
+        json={"tenant": str(sso_tenant.tenant_id), "state": state, "code": code, "binding": "b"},
     )
     assert replay.status_code == 401
     forged = client.post(
         "/api/auth/oidc/callback",
-        json={"tenant": str(sso_tenant.tenant_id), "state": "made-up", "code": code},
+        json={
+            "tenant": str(sso_tenant.tenant_id),
+            "state": "made-up",
+            "code": code,
+            "binding": "b",
+        },
     )
     assert forged.status_code == 401
+
+
+def test_the_callback_needs_the_binding_of_the_browser_that_started(
+    client: TestClient, sso_tenant: NewTenant
+) -> None:
+    """Login CSRF: the provider's redirect (state and code) alone signs no one in; the wrong
+    binding burns the login."""
+    started = client.post(
+        "/api/auth/oidc/start", json={"tenant": str(sso_tenant.tenant_id), "redirect_uri": REDIRECT}
+    ).json()
+    at_provider = httpx.post(
+        started["authorization_url"], data={"sub": "ada"}, follow_redirects=False, timeout=10
+    )
+    back = parse_qs(urlsplit(at_provider.headers["location"]).query)
+    body = {"tenant": str(sso_tenant.tenant_id), "state": back["state"][0], "code": back["code"][0]}
+    wrong = client.post("/api/auth/oidc/callback", json={**body, "binding": "someone-elses"})
+    assert wrong.status_code == 401
+    late = client.post("/api/auth/oidc/callback", json={**body, "binding": started["binding"]})
+    assert late.status_code == 401
 
 
 @pytest.mark.parametrize("sub", ["eve", "bob"], ids=["other domain", "email not verified"])
@@ -248,3 +271,20 @@ def test_id_token_signed_by_another_key_is_refused(
                 forged, CONFIG, nonce="n-1", now=clock.now(), tenant_id=uuid4()
             )
         assert caught.value.reason == "bad_id_token_signature"
+
+
+def test_a_configuration_naming_a_vault_secret_must_be_made_again(
+    client: TestClient, sso_tenant: NewTenant, owner_in: Any
+) -> None:
+    """A configuration from before the client secret moved into it (it named a vault secret)
+    refuses sign-ins until an owner configures it again: no silent fallback to no secret."""
+    conn = owner_in(sso_tenant.tenant_id)
+    conn.execute(
+        "UPDATE tenantguard.oidc_configs SET client_secret_name = 'legacy',"
+        " client_secret_sealed = NULL WHERE tenant_id = %s",
+        (sso_tenant.tenant_id,),
+    )
+    answer = client.post(
+        "/api/auth/oidc/start", json={"tenant": str(sso_tenant.tenant_id), "redirect_uri": REDIRECT}
+    )
+    assert answer.status_code == 401

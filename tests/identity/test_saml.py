@@ -106,8 +106,9 @@ def saml_tenant(
     return tenant
 
 
-def at_idp(client: TestClient, tenant: NewTenant, idp: str, **knobs: str) -> tuple[str, str]:
-    """Start a sign-in and let the IdP answer it: (SAMLResponse, RelayState) of its form."""
+def at_idp(client: TestClient, tenant: NewTenant, idp: str, **knobs: str) -> tuple[str, str, str]:
+    """Start a sign-in and let the IdP answer it: (SAMLResponse, RelayState) of its form, and
+    the binding `start` gave the app."""
     started = client.post(
         "/api/auth/saml/start", json={"tenant": str(tenant.tenant_id), "acs_url": ACS}
     )
@@ -118,16 +119,19 @@ def at_idp(client: TestClient, tenant: NewTenant, idp: str, **knobs: str) -> tup
     page = httpx.get(url + "&" + urlencode(knobs), timeout=10)
     assert page.status_code == 200, page.text
     fields = dict(_FORM_FIELD.findall(page.text))
-    return fields["SAMLResponse"], fields["RelayState"]
+    return fields["SAMLResponse"], fields["RelayState"], started.json()["binding"]
 
 
-def acs(client: TestClient, tenant: NewTenant, saml_response: str, relay_state: str) -> Any:
+def acs(
+    client: TestClient, tenant: NewTenant, saml_response: str, relay_state: str, binding: str
+) -> Any:
     return client.post(
         "/api/auth/saml/acs",
         json={
             "tenant": str(tenant.tenant_id),
             "saml_response": saml_response,
             "relay_state": relay_state,
+            "binding": binding,
         },
     )
 
@@ -244,9 +248,9 @@ def test_the_assertion_lifetime_is_checked_against_our_clock_too(
 ) -> None:
     """pysaml2 checks lifetimes against the system clock; the gateway checks them again
     against its own (injected) clock, so the check holds whichever clock drifts."""
-    response, relay = at_idp(client, saml_tenant, idp)
+    response, relay, binding = at_idp(client, saml_tenant, idp)
     clock.advance(timedelta(minutes=7))  # past the 5-minute lifetime and the 60 s leeway
-    answer = acs(client, saml_tenant, response, relay)
+    answer = acs(client, saml_tenant, response, relay, binding)
     assert failure_reason(db, saml_tenant.tenant_id, answer) == "assertion_expired"
 
 
@@ -272,16 +276,16 @@ def test_a_response_is_accepted_once(
 ) -> None:
     """Replaying a response fails on its used RelayState; and with the login in flight made
     unused again behind the service's back, on the assertion id already accepted."""
-    response, relay = at_idp(client, saml_tenant, idp)
-    assert acs(client, saml_tenant, response, relay).status_code == 200
-    replay = acs(client, saml_tenant, response, relay)
+    response, relay, binding = at_idp(client, saml_tenant, idp)
+    assert acs(client, saml_tenant, response, relay, binding).status_code == 200
+    replay = acs(client, saml_tenant, response, relay, binding)
     assert failure_reason(db, saml_tenant.tenant_id, replay) == "relay_state_used_or_expired"
     conn = owner_in(saml_tenant.tenant_id)
     conn.execute(
         "UPDATE tenantguard.saml_logins SET used_at = NULL WHERE tenant_id = %s",
         (saml_tenant.tenant_id,),
     )
-    again = acs(client, saml_tenant, response, relay)
+    again = acs(client, saml_tenant, response, relay, binding)
     assert failure_reason(db, saml_tenant.tenant_id, again) == "assertion_replayed"
 
 
@@ -290,12 +294,24 @@ def test_relay_state_binds_the_response_to_its_login(
 ) -> None:
     """A response is accepted only with the RelayState of the request it answers: not with
     another login's, nor a made-up one."""
-    first, _ = at_idp(client, saml_tenant, idp)
-    _, second_relay = at_idp(client, saml_tenant, idp)
-    crossed = acs(client, saml_tenant, first, second_relay)
+    first, _, _ = at_idp(client, saml_tenant, idp)
+    _, second_relay, second_binding = at_idp(client, saml_tenant, idp)
+    crossed = acs(client, saml_tenant, first, second_relay, second_binding)
     assert failure_reason(db, saml_tenant.tenant_id, crossed).startswith("saml_")
-    made_up = acs(client, saml_tenant, first, "made-up")
+    made_up = acs(client, saml_tenant, first, "made-up", second_binding)
     assert failure_reason(db, saml_tenant.tenant_id, made_up) == "unknown_relay_state"
+
+
+def test_the_idps_form_alone_signs_no_one_in(
+    client: TestClient, saml_tenant: NewTenant, idp: str, db: Database
+) -> None:
+    """Login CSRF: a victim's browser made to post an attacker's IdP form lacks the binding
+    the attacker's app kept; the login is refused, audited, and burnt."""
+    response, relay, binding = at_idp(client, saml_tenant, idp, login="mallory@acme.example")
+    forged = acs(client, saml_tenant, response, relay, "the-victims-own-cookie")
+    assert failure_reason(db, saml_tenant.tenant_id, forged) == "binding_mismatch"
+    late = acs(client, saml_tenant, response, relay, binding)
+    assert failure_reason(db, saml_tenant.tenant_id, late) == "relay_state_used_or_expired"
 
 
 def test_a_relay_state_of_one_tenant_means_nothing_in_another(
@@ -309,8 +325,8 @@ def test_a_relay_state_of_one_tenant_means_nothing_in_another(
     other = make_tenant("other")
     _, owner = sign_in(other, "owner")
     configure(client, other, owner, idp)
-    response, relay = at_idp(client, saml_tenant, idp)
-    answer = acs(client, other, response, relay)
+    response, relay, binding = at_idp(client, saml_tenant, idp)
+    answer = acs(client, other, response, relay, binding)
     assert failure_reason(db, other.tenant_id, answer) == "unknown_relay_state"
 
 
@@ -318,11 +334,11 @@ def test_a_tampered_assertion_is_refused(
     client: TestClient, saml_tenant: NewTenant, idp: str, db: Database
 ) -> None:
     """Another person of the same domain, written into a signed assertion: the digest fails."""
-    response, relay = at_idp(client, saml_tenant, idp)
+    response, relay, binding = at_idp(client, saml_tenant, idp)
     xml = xml_of(response)
     assert xml.count("ada@acme.example") >= 2
     forged = encoded(xml.replace("ada@acme.example", "root@acme.example"))
-    answer = acs(client, saml_tenant, forged, relay)
+    answer = acs(client, saml_tenant, forged, relay, binding)
     assert failure_reason(db, saml_tenant.tenant_id, answer).startswith("saml_")
 
 
@@ -331,7 +347,7 @@ def test_signature_wrapping_is_refused(
 ) -> None:
     """XML signature wrapping: an unsigned evil assertion put first, the signed original moved
     into it. The signature still verifies over the original, which is not the one used."""
-    response, relay = at_idp(client, saml_tenant, idp)
+    response, relay, binding = at_idp(client, saml_tenant, idp)
     xml = xml_of(response)
     start = xml.index("<ns1:Assertion") if "<ns1:Assertion" in xml else xml.index("<saml:Assertion")
     tag = xml[start + 1 : xml.index(" ", start)]
@@ -343,7 +359,7 @@ def test_signature_wrapping_is_refused(
     subject_end = evil.index("</", evil.index("Subject>"))  # inside the evil assertion
     wrapped = evil[:subject_end] + original + evil[subject_end:]
     forged = encoded(xml[:start] + wrapped + xml[end:])
-    answer = acs(client, saml_tenant, forged, relay)
+    answer = acs(client, saml_tenant, forged, relay, binding)
     assert failure_reason(db, saml_tenant.tenant_id, answer).startswith("saml_")
 
 
@@ -351,22 +367,21 @@ def test_entities_are_refused(
     client: TestClient, saml_tenant: NewTenant, idp: str, db: Database
 ) -> None:
     """A DOCTYPE with an entity (XXE, billion laughs) is refused before anything is used."""
-    response, relay = at_idp(client, saml_tenant, idp)
+    response, relay, binding = at_idp(client, saml_tenant, idp)
     xml = xml_of(response)
     body = xml.split("?>", 1)[1] if xml.startswith("<?xml") else xml
     doctype = '<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
     forged = encoded(doctype + body.replace("ada@acme.example", "&x;", 1))
-    answer = acs(client, saml_tenant, forged, relay)
+    answer = acs(client, saml_tenant, forged, relay, binding)
     assert failure_reason(db, saml_tenant.tenant_id, answer).startswith("saml_")
 
 
 def test_garbage_is_the_same_401(
     client: TestClient, saml_tenant: NewTenant, idp: str, db: Database
 ) -> None:
-    _, relay = at_idp(client, saml_tenant, idp)
     for junk in ("not base64 at all!", encoded("<notsaml/>"), encoded("")):
-        _, relay = at_idp(client, saml_tenant, idp)
-        answer = acs(client, saml_tenant, junk or "x", relay)
+        _, relay, binding = at_idp(client, saml_tenant, idp)
+        answer = acs(client, saml_tenant, junk or "x", relay, binding)
         assert failure_reason(db, saml_tenant.tenant_id, answer).startswith("saml_")
 
 

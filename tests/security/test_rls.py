@@ -52,6 +52,7 @@ CORE_TABLES = {
     "saml_configs",
     "saml_logins",
     "saml_assertions",
+    "audit_checkpoints",
 }
 
 
@@ -152,6 +153,11 @@ def populated(
             "INSERT INTO tenantguard.saml_assertions (tenant_id, assertion_id, accepted_at,"
             " expires_at) VALUES (%s, 'id-a', now(), now())",
             (tenant.tenant_id,),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.audit_checkpoints (tenant_id, id, tree_size, root_hash,"
+            " signed_at, kid, note) VALUES (%s, gen_random_uuid(), 0, %s, now(), 'k', 'n')",
+            (tenant.tenant_id, bytes(32)),
         )
     return tenant
 

@@ -28,7 +28,7 @@ from tenantguard.context import accept_request_id
 from tenantguard.db import endpoints, migrate
 from tenantguard.db.doctor import DoctorReport, examine
 from tenantguard.db.roles import provision
-from tenantguard.errors import ConfigurationError, TenantGuardError
+from tenantguard.errors import AuditVerificationFailed, ConfigurationError, TenantGuardError
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
@@ -223,20 +223,132 @@ def tenants_create(
 
 @audit_app.command("verify")
 def audit_verify(
-    tenant: Annotated[UUID, typer.Option(help="The tenant whose chain to check.")],
+    export: Annotated[
+        Path | None, typer.Argument(help="An export file to check offline (no database).")
+    ] = None,
+    tenant: Annotated[
+        UUID | None, typer.Option(help="Check this tenant's log in the database instead.")
+    ] = None,
 ) -> None:
-    """Recompute a tenant's audit hash chain in the database; exit 1 at the first bad entry."""
-    settings = load_settings()
-    with database(settings) as db, db.tenant_transaction(tenant) as tx:
-        verdict = verify_tenant(tx, tenant_id=tenant)
-    if verdict.ok:
-        out.print(
-            f"[green]audit chain intact[/green]: {verdict.checked} events, "
-            f"head {verdict.head.hex()[:16]}…"
-        )
+    """Verify an audit log: offline from an export (`audit verify EXPORT`), or in the database
+    (`--tenant`): the hash chain, the Merkle tree, and every signed checkpoint (stored and
+    witnessed) against the log. Exit 1 naming the first bad entry."""
+    if (export is None) == (tenant is None):
+        err.print("give either an export file or --tenant")
+        raise typer.Exit(2)
+    if export is not None:
+        _verify_export_file(export)
         return
-    err.print(f"[red]audit chain broken[/red] at seq {verdict.first_bad_seq}: {verdict.problem}")
-    raise typer.Exit(1)
+    assert tenant is not None  # noqa: S101 (checked above)
+    from tenantguard.audit.checkpoints import verify_checkpoints  # noqa: PLC0415
+
+    settings = load_settings()
+    with database(settings) as db:
+        with db.tenant_transaction(tenant) as tx:
+            verdict = verify_tenant(tx, tenant_id=tenant)
+        if not verdict.ok:
+            err.print(
+                f"[red]audit chain broken[/red] at seq {verdict.first_bad_seq}: {verdict.problem}"
+            )
+            raise typer.Exit(1)
+        try:
+            checked = verify_checkpoints(db, settings.checkpoints(), tenant)
+        except AuditVerificationFailed as exc:
+            err.print(f"[red]audit log contradicts a signed checkpoint[/red]: {exc.detail}")
+            raise typer.Exit(1) from None
+    out.print(
+        f"[green]audit log intact[/green]: {verdict.checked} events, "
+        f"head {verdict.head.hex()[:16]}…, {checked} signed checkpoints consistent with it"
+    )
+
+
+def _verify_export_file(path: Path) -> None:
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from tenantguard.audit.export import verify_export  # noqa: PLC0415
+
+    load_settings()
+    try:
+        with path.open(encoding="utf-8") as first:
+            total = int(json.loads(first.readline()).get("events", 0))
+    except (OSError, ValueError, AttributeError):
+        total = 0
+    try:
+        with path.open(encoding="utf-8") as lines, Progress(console=err, transient=True) as bar:
+            task = bar.add_task("verifying events", total=total or None)
+            verdict = verify_export(lines, progress=lambda n: bar.update(task, completed=n))
+    except OSError:
+        err.print(f"[red]cannot read {path}[/red]")
+        raise typer.Exit(2) from None
+    except AuditVerificationFailed as exc:
+        err.print(f"[red]export does not verify[/red] at {exc.detail}")
+        raise typer.Exit(1) from None
+    out.print(
+        f"[green]export verifies[/green]: tenant {verdict.tenant_id}, {verdict.events} events,"
+        f" {verdict.checkpoints} signed checkpoints, root {verdict.root.hex()[:16]}…"
+    )
+
+
+@audit_app.command("export")
+def audit_export(
+    tenant: Annotated[UUID, typer.Option(help="The tenant whose log to export.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it.")],
+) -> None:
+    """Export a tenant's audit log for offline verification: events, signed checkpoints
+    (stored and witnessed) and the platform's public keys, as JSON Lines."""
+    from tenantguard.audit.checkpoint import origin_of  # noqa: PLC0415
+    from tenantguard.audit.checkpoints import stored, witnessed  # noqa: PLC0415
+    from tenantguard.audit.export import write_export  # noqa: PLC0415
+    from tenantguard.context import PLATFORM_TENANT_ID  # noqa: PLC0415
+    from tenantguard.crypto import signing  # noqa: PLC0415
+
+    settings = load_settings()
+    config = settings.checkpoints()
+    with database(settings) as db:
+        with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+            keys = signing.all_public_keys(tx)
+        with db.tenant_transaction(tenant) as tx:
+            # Checkpoints first, then the count: every checkpoint is of a prefix of what follows.
+            found = [c.note for c in stored(tx, tenant)]
+            found += [n for n in witnessed(config.witness_dir, tenant) if n not in found]
+            row = tx.execute(
+                "SELECT count(*) FROM tenantguard.audit_events WHERE tenant_id = %s", (tenant,)
+            ).fetchone()
+            count = int(row[0]) if row else 0
+            with output.open("w", encoding="utf-8") as out_file:
+                written = write_export(
+                    out_file,
+                    tx,
+                    tenant_id=tenant,
+                    origin=origin_of(config.origin, tenant),
+                    key_name=config.origin,
+                    keys=keys,
+                    checkpoint_notes=found,
+                    event_count=count,
+                    exported_at=SystemClock().now(),
+                )
+    out.print(f"exported {written} events and {len(found)} checkpoints to {output}")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    tenant: Annotated[UUID, typer.Option(help="The tenant whose log to checkpoint.")],
+) -> None:
+    """Sign a checkpoint of a tenant's log now (stored, and written to the witness directory)."""
+    from tenantguard.audit.checkpoints import Checkpointer  # noqa: PLC0415
+    from tenantguard.crypto.keyring import open_keyring  # noqa: PLC0415
+
+    settings = load_settings()
+    clock = SystemClock()
+    ring = open_keyring(settings, clock=clock, create=False)
+    try:
+        with database(settings) as db:
+            made = Checkpointer(db, ring, settings.checkpoints(), clock=clock).checkpoint(tenant)
+    finally:
+        ring.close()
+    assert made is not None  # noqa: S101 (only_if_grown is off: always one)
+    out.print(f"checkpoint of {made.tree_size} events signed by {made.kid}")
+    print(made.note, end="")
 
 
 def main() -> None:

@@ -87,6 +87,9 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return self.private.sign(message)
 
+    def public_bytes(self) -> bytes:
+        return self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
 
 def _require_platform(ctx: TenantContext) -> None:
     if ctx.tenant_id != PLATFORM_TENANT_ID:
@@ -157,6 +160,17 @@ def public_keys(conn: Connection, *, now: datetime) -> list[PublicKey]:
         " WHERE tenant_id = %s AND created_at <= %s AND (verify_until IS NULL OR verify_until > %s)"
         " ORDER BY created_at DESC",
         (PLATFORM_TENANT_ID, now, now),
+    ).fetchall()
+    return [PublicKey(str(k), bytes(p), c, v) for k, p, c, v in rows]
+
+
+def all_public_keys(conn: Connection) -> list[PublicKey]:
+    """Every signing key ever made, with its window: what a verifier of old signatures (an
+    audit checkpoint of last year) needs; each signature is checked against its own time."""
+    rows = conn.execute(
+        "SELECT kid, public_key, created_at, verify_until FROM tenantguard.signing_keys"
+        " WHERE tenant_id = %s ORDER BY created_at",
+        (PLATFORM_TENANT_ID,),
     ).fetchall()
     return [PublicKey(str(k), bytes(p), c, v) for k, p, c, v in rows]
 

@@ -6,9 +6,15 @@ from __future__ import annotations
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.signing import PRIVATE_KEY
 from tenantguard.data.secrets import SECRET_VALUE
+from tenantguard.identity.oidc import OIDC_CLIENT_SECRET
 from tenantguard.identity.totp import TOTP_SEED
 
-ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (SECRET_VALUE, PRIVATE_KEY, TOTP_SEED)
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    SECRET_VALUE,
+    PRIVATE_KEY,
+    TOTP_SEED,
+    OIDC_CLIENT_SECRET,
+)
 
 # bytea columns that hold no sealed value, and why.
 NOT_SEALED: dict[str, str] = {
@@ -21,5 +27,8 @@ NOT_SEALED: dict[str, str] = {
     "magic_links.token_hash": "a SHA-256 of the link's token: the token itself is never stored",
     "recovery_codes.code_hash": "a SHA-256 of the code: the code itself is never stored",
     "oidc_logins.state_hash": "a SHA-256 of the OIDC state: the state itself is never stored",
+    "audit_checkpoints.root_hash": "a public Merkle root, signed in the checkpoint's note",
+    "oidc_logins.binding_hash": "a SHA-256 of the login's binding value, never stored itself",
+    "saml_logins.binding_hash": "a SHA-256 of the login's binding value, never stored itself",
     "saml_logins.relay_hash": "a SHA-256 of the RelayState: the state itself is never stored",
 }

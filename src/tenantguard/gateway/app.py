@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import FastAPI
 
+from tenantguard.audit.checkpoints import Checkpointer, Periodic
 from tenantguard.clock import Clock, SystemClock
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring, open_keyring
+from tenantguard.data.tenants import tenant_ids
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
 from tenantguard.errors import DoctorFailed
@@ -30,6 +32,7 @@ from tenantguard.gateway.routes import (
     identity,
     memory,
     model_providers,
+    oidc,
     operator,
     runs,
     saml,
@@ -89,8 +92,25 @@ def create_app(
             with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:  # first start: first key
                 signing.ensure(tx, _STARTUP, ring, now=the_clock.now())
             sessions = Sessions(db, ring, settings.tokens(), clock=the_clock)
-            oidc_client = OidcClient(db, sessions, clock=the_clock)
+            loopback = settings.unsafe_loopback_sso
+            oidc_client = OidcClient(db, sessions, clock=the_clock, allow_loopback=loopback)
             stack.callback(oidc_client.close)
+            checkpointer = Checkpointer(db, ring, settings.checkpoints(), clock=the_clock)
+            passes = [
+                Periodic(
+                    "audit-checkpoints",
+                    lambda: checkpointer.checkpoint_all(tenant_ids(db)),
+                    settings.checkpoints().interval_seconds,
+                ),
+                Periodic(
+                    "audit-verifier",
+                    lambda: checkpointer.verify_all(tenant_ids(db)),
+                    settings.checkpoints().verify_seconds,
+                ),
+            ]
+            for periodic in passes:
+                periodic.start()
+                stack.callback(periodic.stop)
             app.state.runtime = Runtime(
                 db=db,
                 clock=the_clock,
@@ -107,8 +127,13 @@ def create_app(
                 magic_link_floor=settings.magic_link_floor_seconds,
                 oidc=oidc_client,
                 saml=SamlServiceProvider(
-                    db, sessions, clock=the_clock, public_url=settings.public_url
+                    db,
+                    sessions,
+                    clock=the_clock,
+                    public_url=settings.public_url,
+                    allow_loopback=loopback,
                 ),
+                checkpointer=checkpointer,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield
@@ -132,6 +157,7 @@ def create_app(
         secrets.router,
         model_providers.router,
         identity.router,
+        oidc.router,
         saml.router,
         operator.router,
         audit.router,

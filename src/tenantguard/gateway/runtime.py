@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from tenantguard.audit.checkpoints import Checkpointer
 from tenantguard.clock import Clock
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Database
@@ -28,6 +29,7 @@ class Runtime:
     magic_link_floor: float
     oidc: OidcClient
     saml: SamlServiceProvider
+    checkpointer: Checkpointer
 
 
 def runtime(request: Request) -> Runtime:

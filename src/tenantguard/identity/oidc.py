@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 import threading
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from tenantguard.clock import Clock
+from tenantguard.crypto.fields import EncryptedColumn
+from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Database
 from tenantguard.errors import InvalidCredentials, NotFound, RequestInvalid
 from tenantguard.identity import sso
@@ -52,9 +55,17 @@ class OidcConfig:
     default_role: str
 
 
-def check_issuer(issuer: str) -> str:
-    """https, or http on loopback only (a local test provider)."""
-    return sso.check_url(issuer, what="An issuer").rstrip("/")
+OIDC_CLIENT_SECRET = EncryptedColumn("oidc_configs", "client_secret_sealed", ("tenant_id",))
+_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
+
+
+def check_issuer(issuer: str, *, allow_loopback: bool = False) -> str:
+    """https, with a global (or DNS) host; http on loopback only when allowed (tests)."""
+    return sso.check_url(issuer, what="An issuer", allow_loopback=allow_loopback).rstrip("/")
+
+
+def binding_hash(binding: str) -> bytes:
+    return hashlib.sha256(b"tenantguard.sso.binding\x00" + binding.encode()).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -65,9 +76,16 @@ class OidcClient:
     """The relying party: one instance per gateway, provider metadata and keys cached."""
 
     def __init__(
-        self, db: Database, sessions: Sessions, *, clock: Clock, http: httpx.Client | None = None
+        self,
+        db: Database,
+        sessions: Sessions,
+        *,
+        clock: Clock,
+        http: httpx.Client | None = None,
+        allow_loopback: bool = False,
     ) -> None:
         self._db, self._sessions, self._clock = db, sessions, clock
+        self._allow_loopback = allow_loopback
         self._http = http or httpx.Client(timeout=10.0, follow_redirects=False)
         self._metadata: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, KeySet] = {}
@@ -88,12 +106,26 @@ class OidcClient:
         return document
 
     def metadata(self, issuer: str) -> dict[str, Any]:
+        """The provider's discovery document, checked before it is cached: its issuer is the
+        configured one, and every endpoint it names is a URL we would accept as an issuer
+        (https, no private address literals): a hostile document cannot aim our requests."""
         with self._lock:
             found = self._metadata.get(issuer)
         if found is None:
             found = self._get_json(issuer + "/.well-known/openid-configuration")
-            if found.get("issuer", "").rstrip("/") != issuer:
+            named = found.get("issuer")
+            if not isinstance(named, str) or named.rstrip("/") != issuer:
                 raise InvalidCredentials("issuer_mismatch")
+            for field in _ENDPOINTS:
+                url = found.get(field)
+                if not isinstance(url, str):
+                    raise InvalidCredentials("provider_bad_document")
+                try:
+                    sso.check_url(
+                        url, what=field, allow_loopback=self._allow_loopback, allow_query=True
+                    )
+                except RequestInvalid as exc:
+                    raise InvalidCredentials("provider_bad_endpoint") from exc
             with self._lock:
                 self._metadata[issuer] = found
         return found
@@ -111,17 +143,20 @@ class OidcClient:
                 self._keys[issuer] = keys
         return keys
 
-    def start(self, tenant_id: UUID, config: OidcConfig, *, redirect_uri: str) -> str:
+    def start(self, tenant_id: UUID, config: OidcConfig, *, redirect_uri: str) -> tuple[str, str]:
+        """The provider's authorization URL, and the binding value the app keeps for the
+        browser that started (a cookie): the callback needs it (login CSRF)."""
         if redirect_uri not in config.redirect_uris:
             raise RequestInvalid("That redirect URI is not registered for this tenant.")
         endpoint = str(self.metadata(config.issuer)["authorization_endpoint"])
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        verifier = secrets.token_urlsafe(48)
+        verifier, binding = secrets.token_urlsafe(48), secrets.token_urlsafe(32)
         now = self._clock.now()
         with self._db.tenant_transaction(tenant_id) as tx:
             tx.execute(
                 "INSERT INTO tenantguard.oidc_logins (tenant_id, state_hash, nonce, code_verifier,"
-                " redirect_uri, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                " redirect_uri, created_at, expires_at, binding_hash)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     tenant_id,
                     hashlib.sha256(state.encode()).digest(),
@@ -130,6 +165,7 @@ class OidcClient:
                     redirect_uri,
                     now,
                     now + LOGIN_LIFETIME,
+                    binding_hash(binding),
                 ),
             )
         query = urlencode(
@@ -144,22 +180,30 @@ class OidcClient:
                 "code_challenge_method": "S256",
             }
         )
-        return f"{endpoint}?{query}"
+        separator = "&" if "?" in endpoint else "?"
+        return f"{endpoint}{separator}{query}", binding
 
     def finish(
-        self, tenant_id: UUID, config: OidcConfig, *, state: str, code: str, request_id: str
+        self,
+        tenant_id: UUID,
+        config: OidcConfig,
+        *,
+        state: str,
+        code: str,
+        binding: str,
+        request_id: str,
     ) -> Issued:
         now = self._clock.now()
         with self._db.tenant_transaction(tenant_id) as tx:
             row = tx.execute(
-                "SELECT nonce, code_verifier, redirect_uri, expires_at, used_at"
+                "SELECT nonce, code_verifier, redirect_uri, expires_at, used_at, binding_hash"
                 " FROM tenantguard.oidc_logins WHERE tenant_id = %s AND state_hash = %s"
                 " FOR UPDATE",
                 (tenant_id, hashlib.sha256(state.encode()).digest()),
             ).fetchone()
             if row is None:
                 raise InvalidCredentials("unknown_state", tenant_id=tenant_id)
-            nonce, verifier, redirect_uri, expires_at, used_at = row
+            nonce, verifier, redirect_uri, expires_at, used_at, stored_binding = row
             if used_at is not None or expires_at <= now:
                 raise InvalidCredentials("state_used_or_expired", tenant_id=tenant_id)
             tx.execute(
@@ -167,6 +211,11 @@ class OidcClient:
                 " AND state_hash = %s",
                 (now, tenant_id, hashlib.sha256(state.encode()).digest()),
             )
+        # Checked after the state is used up: a wrong binding burns the login.
+        if stored_binding is None or not hmac.compare_digest(
+            bytes(stored_binding), binding_hash(binding)
+        ):
+            raise InvalidCredentials("binding_mismatch", tenant_id=tenant_id)
         id_token = self._exchange(
             config,
             code=code,
@@ -238,6 +287,11 @@ class OidcClient:
                 isinstance(claims.get("iat"), int) and claims["iat"] <= stamp + slack,
                 "issued_in_the_future",
             ),
+            (
+                "nbf" not in claims
+                or (isinstance(claims["nbf"], int) and claims["nbf"] <= stamp + slack),
+                "not_yet_valid",
+            ),
             (claims.get("nonce") == nonce, "wrong_nonce"),
         ]
         for passed, reason in checks:
@@ -267,20 +321,30 @@ class OidcClient:
         )
 
 
-def load_config(db: Database, tenant_id: UUID, *, client_secret: str | None) -> OidcConfig:
+def load_config(db: Database, tenant_id: UUID, *, keyring: Keyring | None = None) -> OidcConfig:
+    """The tenant's configuration; with `keyring`, its client secret opened too (only the
+    callback needs it: starting a sign-in never decrypts it)."""
     with db.tenant_transaction(tenant_id) as tx:
         row = tx.execute(
             "SELECT issuer, client_id, redirect_uris, allowed_domains, jit_provisioning,"
-            " default_role FROM tenantguard.oidc_configs WHERE tenant_id = %s",
+            " default_role, client_secret_sealed, client_secret_name"
+            " FROM tenantguard.oidc_configs WHERE tenant_id = %s",
             (tenant_id,),
         ).fetchone()
-    if row is None:
-        raise NotFound()
-    issuer, client_id, redirect_uris, domains, jit, role = row
+        if row is None:
+            raise NotFound()
+        issuer, client_id, redirect_uris, domains, jit, role, sealed, legacy_name = row
+        if sealed is None and legacy_name is not None:
+            # Configured before the secret moved into the configuration: configure it again.
+            raise InvalidCredentials("client_secret_needs_reconfiguring", tenant_id=tenant_id)
+        secret = None
+        if keyring is not None and sealed is not None:
+            opened = OIDC_CLIENT_SECRET.open(keyring, tx, tenant_id, (tenant_id,), bytes(sealed))
+            secret = opened.decode()
     return OidcConfig(
         str(issuer),
         str(client_id),
-        client_secret,
+        secret,
         tuple(redirect_uris),
         tuple(domains),
         bool(jit),

@@ -7,7 +7,8 @@ login in flight (its RelayState hashed, the AuthnRequest id and the ACS URL, for
 single-use) and returns the IdP's redirect URL. `finish` takes the IdP's response and accepts
 it only if, all of them:
 
-- the login in flight exists, is unused and unexpired (then it is used up, whatever follows);
+- the login in flight exists, is unused and unexpired (then it is used up, whatever follows),
+  and the caller presents the binding value `start` gave the app for that browser;
 - the response is a success answering exactly that request (`InResponseTo`);
 - every assertion is signed by a key of the IdP's metadata (never a key the message carries),
   checked by xmlsec1; an unsigned assertion is refused even inside a signed response;
@@ -29,6 +30,7 @@ assertion for another SP (or another tenant) presented here; login CSRF (the Rel
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from tenantguard.clock import Clock
 from tenantguard.db.pool import Database
 from tenantguard.errors import InvalidCredentials, NotFound, RequestInvalid, ServiceUnavailable
 from tenantguard.identity import sso
+from tenantguard.identity.oidc import binding_hash
 from tenantguard.identity.sessions import Issued, Sessions
 
 LOGIN_LIFETIME = timedelta(minutes=10)
@@ -97,9 +100,10 @@ class SamlServiceProvider:
         clock: Clock,
         public_url: str,
         xmlsec_binary: str | None = None,
+        allow_loopback: bool = False,
     ) -> None:
         self._db, self._sessions, self._clock = db, sessions, clock
-        self._public_url = public_url
+        self._public_url, self._allow_loopback = public_url, allow_loopback
         self._xmlsec = xmlsec_binary or shutil.which("xmlsec1")
 
     def entity_id(self, tenant_id: UUID) -> str:
@@ -147,8 +151,16 @@ class SamlServiceProvider:
         if len(idps) != 1:
             raise RequestInvalid("The metadata must describe exactly one identity provider.")
         entity = str(idps[0])
-        if not list(client.metadata.single_sign_on_service(entity, BINDING_HTTP_REDIRECT)):
+        endpoints = list(client.metadata.single_sign_on_service(entity, BINDING_HTTP_REDIRECT))
+        if not endpoints:
             raise RequestInvalid("The identity provider has no HTTP-Redirect sign-on endpoint.")
+        for endpoint in endpoints:
+            sso.check_url(
+                str(endpoint.get("location", "")),
+                what="The IdP's sign-on URL",
+                allow_loopback=self._allow_loopback,
+                allow_query=True,
+            )
         if not client.metadata.certs(entity, "idpsso", use="signing"):
             raise RequestInvalid("The identity provider's metadata names no signing key.")
         return entity
@@ -158,11 +170,13 @@ class SamlServiceProvider:
         client = self._client(tenant_id, idp_metadata=config.idp_metadata, acs_urls=config.acs_urls)
         return str(entity_descriptor(client.config))
 
-    def start(self, tenant_id: UUID, config: SamlConfig, *, acs_url: str) -> str:
+    def start(self, tenant_id: UUID, config: SamlConfig, *, acs_url: str) -> tuple[str, str]:
+        """The IdP's redirect URL, and the binding value the app keeps for the browser that
+        started (a cookie): the ACS step needs it, so the IdP's form alone signs no one in."""
         if acs_url not in config.acs_urls:
             raise RequestInvalid("That assertion consumer service URL is not registered.")
         client = self._client(tenant_id, idp_metadata=config.idp_metadata, acs_urls=config.acs_urls)
-        relay_state = secrets.token_urlsafe(32)
+        relay_state, binding = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         request_id, info = client.prepare_for_authenticate(
             entityid=config.idp_entity_id,
             relay_state=relay_state,
@@ -173,22 +187,34 @@ class SamlServiceProvider:
         with self._db.tenant_transaction(tenant_id) as tx:
             tx.execute(
                 "INSERT INTO tenantguard.saml_logins (tenant_id, relay_hash, request_id, acs_url,"
-                " created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                (tenant_id, _hash(relay_state), request_id, acs_url, now, now + LOGIN_LIFETIME),
+                " created_at, expires_at, binding_hash) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    tenant_id,
+                    _hash(relay_state),
+                    request_id,
+                    acs_url,
+                    now,
+                    now + LOGIN_LIFETIME,
+                    binding_hash(binding),
+                ),
             )
-        return str(dict(info["headers"])["Location"])
+        return str(dict(info["headers"])["Location"]), binding
 
-    def _use_login(self, tenant_id: UUID, relay_state: str, now: datetime) -> tuple[str, str]:
-        """Use up the login in flight `relay_state` names: (request id, ACS URL)."""
+    def _use_login(
+        self, tenant_id: UUID, relay_state: str, binding: str, now: datetime
+    ) -> tuple[str, str]:
+        """Use up the login in flight `relay_state` names: (request id, ACS URL). A wrong
+        binding is refused after the login is used up (it burns the login)."""
         with self._db.tenant_transaction(tenant_id) as tx:
             row = tx.execute(
-                "SELECT request_id, acs_url, expires_at, used_at FROM tenantguard.saml_logins"
-                " WHERE tenant_id = %s AND relay_hash = %s FOR UPDATE",
+                "SELECT request_id, acs_url, expires_at, used_at, binding_hash"
+                " FROM tenantguard.saml_logins WHERE tenant_id = %s AND relay_hash = %s"
+                " FOR UPDATE",
                 (tenant_id, _hash(relay_state)),
             ).fetchone()
             if row is None:
                 raise InvalidCredentials("unknown_relay_state", tenant_id=tenant_id)
-            request_id, acs_url, expires_at, used_at = row
+            request_id, acs_url, expires_at, used_at, stored_binding = row
             if used_at is not None or expires_at <= now:
                 raise InvalidCredentials("relay_state_used_or_expired", tenant_id=tenant_id)
             tx.execute(
@@ -196,6 +222,10 @@ class SamlServiceProvider:
                 " AND relay_hash = %s",
                 (now, tenant_id, _hash(relay_state)),
             )
+        if stored_binding is None or not hmac.compare_digest(
+            bytes(stored_binding), binding_hash(binding)
+        ):
+            raise InvalidCredentials("binding_mismatch", tenant_id=tenant_id)
         return str(request_id), str(acs_url)
 
     def finish(
@@ -205,10 +235,11 @@ class SamlServiceProvider:
         *,
         saml_response: str,
         relay_state: str,
+        binding: str,
         request_id: str,
     ) -> Issued:
         now = self._clock.now()
-        authn_request_id, acs_url = self._use_login(tenant_id, relay_state, now)
+        authn_request_id, acs_url = self._use_login(tenant_id, relay_state, binding, now)
         assertion = self.validate(
             tenant_id,
             config,

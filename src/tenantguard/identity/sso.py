@@ -8,6 +8,8 @@ to this tenant; silent account creation when the tenant did not opt in.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from datetime import datetime
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -19,18 +21,57 @@ from tenantguard.errors import InvalidCredentials, RequestInvalid
 from tenantguard.identity import users
 from tenantguard.identity.sessions import Issued, Sessions
 
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_LOOPBACK_NAMES = {"localhost"}
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
-def check_url(url: str, *, what: str) -> str:
-    """An absolute https URL (http on loopback only: a local test provider), with no query,
-    fragment or credentials; `what` names it in the refusal."""
+def _loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(
+    url: str, *, what: str, allow_loopback: bool = False, allow_query: bool = False
+) -> str:
+    """An absolute https URL with no fragment or credentials (and no query unless allowed),
+    whose host, if an IP address, is a global one. Plain http and loopback hosts only with
+    `allow_loopback` (the UNSAFE_LOOPBACK_SSO setting, for local test providers); `what`
+    names the URL in the refusal. (Names that resolve to private addresses are the egress
+    guard's to refuse when the request is made.)"""
     parts = urlsplit(url)
-    if not parts.hostname or parts.query or parts.fragment or parts.username:
+    host = (parts.hostname or "").lower()
+    if not host or parts.fragment or "#" in url or parts.username or parts.password:
         raise RequestInvalid(f"{what} is an absolute https URL.")
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+    if parts.query and not allow_query:
+        raise RequestInvalid(f"{what} has no query part.")
+    if _loopback(host):
+        if not allow_loopback:
+            raise RequestInvalid(f"{what} may not point at this machine.")
+        if parts.scheme not in ("http", "https"):
+            raise RequestInvalid(f"{what} is reached over https.")
+        return url
+    if parts.scheme != "https":
         raise RequestInvalid(f"{what} is reached over https.")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return url
+    if not address.is_global:
+        raise RequestInvalid(f"{what} may not point at a private or reserved address.")
     return url
+
+
+def check_domain(domain: str) -> str:
+    """An ASCII DNS name of two labels or more (an email domain a tenant claims)."""
+    value = domain.strip().lower()
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels):
+        raise RequestInvalid("An email domain is a DNS name such as acme.example.")
+    return value
 
 
 def domain_email(email: object, domains: tuple[str, ...], *, tenant_id: UUID) -> str:

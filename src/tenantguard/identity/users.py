@@ -28,7 +28,12 @@ class User:
 
 
 def normal_email(email: str) -> str:
-    value = email.strip().lower()
+    """Lower-cased ASCII only: `str.lower` maps look-alikes such as the Kelvin sign onto
+    ASCII letters, so a non-ASCII address could become someone else's."""
+    value = email.strip()
+    if not value.isascii():
+        raise RequestInvalid("An email address is required.")
+    value = value.lower()
     if not _EMAIL.fullmatch(value):
         raise RequestInvalid("An email address is required.")
     return value

@@ -1,7 +1,10 @@
-"""`/api/audit/events`: the caller tenant's audit events, with their hashes."""
+"""`/api/audit/…`: the caller tenant's audit events with their hashes, its signed checkpoints,
+and RFC 6962 / RFC 9162 proofs (base64 hashes) that any independent verifier can check
+against a checkpoint: inclusion of an event, consistency of two tree sizes."""
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -9,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from tenantguard.audit import AuditEvent, list_events
+from tenantguard.audit import AuditEvent, checkpoints, list_events, merkle
 from tenantguard.context import TenantContext
 from tenantguard.gateway.auth import Authorize
 from tenantguard.gateway.runtime import runtime
@@ -54,6 +57,42 @@ class AuditEventOut(BaseModel):
 
 
 Read = Annotated[TenantContext, Depends(Authorize("audit:read"))]
+Checkpoint = Annotated[TenantContext, Depends(Authorize("audit:checkpoint"))]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class CheckpointOut(BaseModel):
+    tree_size: int
+    root_hash: str  # base64, as in the note
+    signed_at: datetime
+    kid: str
+    note: str  # the C2SP signed note: what a verifier checks
+
+    @classmethod
+    def of(cls, found: checkpoints.StoredCheckpoint) -> CheckpointOut:
+        return cls(
+            tree_size=found.tree_size,
+            root_hash=_b64(found.root_hash),
+            signed_at=found.signed_at,
+            kid=found.kid,
+            note=found.note,
+        )
+
+
+class InclusionOut(BaseModel):
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    audit_path: list[str]
+
+
+class ConsistencyOut(BaseModel):
+    first: int
+    second: int
+    consistency: list[str]
 
 
 @router.get("/events")
@@ -66,3 +105,51 @@ def audit_events(
     with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
         found = list_events(tx, tenant_id=ctx.tenant_id, after_seq=after_seq, limit=limit)
     return [AuditEventOut.of(e) for e in found]
+
+
+@router.get("/checkpoints/latest")
+def latest_checkpoint(ctx: Read, request: Request) -> CheckpointOut:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return CheckpointOut.of(checkpoints.latest(tx, ctx.tenant_id))
+
+
+@router.post("/checkpoints", status_code=201)
+def make_checkpoint(ctx: Checkpoint, request: Request) -> CheckpointOut:
+    """Sign a checkpoint of the log as it is now (also written to the witness directory)."""
+    made = runtime(request).checkpointer.checkpoint(ctx.tenant_id)
+    assert made is not None  # noqa: S101 (only_if_grown is off: always one)
+    return CheckpointOut.of(made)
+
+
+@router.get("/proofs/inclusion")
+def inclusion_proof(
+    ctx: Read,
+    request: Request,
+    index: Annotated[int, Query(ge=0)],
+    tree_size: Annotated[int, Query(ge=1)],
+) -> InclusionOut:
+    """RFC 6962 `PATH(index, D[tree_size])`: the event at `index` is in the tree of that size."""
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        leaves = checkpoints.leaf_hashes(tx, ctx.tenant_id, size=tree_size)
+    path = merkle.inclusion_proof(index, tree_size, leaves)
+    return InclusionOut(
+        leaf_index=index,
+        tree_size=tree_size,
+        leaf_hash=_b64(leaves[index]),
+        audit_path=[_b64(p) for p in path],
+    )
+
+
+@router.get("/proofs/consistency")
+def consistency_proof(
+    ctx: Read,
+    request: Request,
+    first: Annotated[int, Query(ge=1)],
+    second: Annotated[int, Query(ge=1)],
+) -> ConsistencyOut:
+    """RFC 6962 `PROOF(first, D[second])`: the tree of `first` events is a prefix of the
+    tree of `second`."""
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        leaves = checkpoints.leaf_hashes(tx, ctx.tenant_id, size=second)
+    path = merkle.consistency_proof(first, second, leaves)
+    return ConsistencyOut(first=first, second=second, consistency=[_b64(p) for p in path])

@@ -1,9 +1,9 @@
 """Users, sessions and tokens: `/api/users`, `/api/sessions`, `/api/admin/sessions`,
-`/api/auth/refresh`, `/api/auth/logout` and the public `/.well-known/jwks.json`."""
+`/api/auth/refresh`, `/api/auth/logout`, magic links, TOTP and step-up, the MFA policy, and the
+public `/.well-known/jwks.json`. (Single sign-on: `routes/oidc.py`, `routes/saml.py`.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -13,15 +13,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from tenantguard.audit.store import record_action
 from tenantguard.authz import ROLES
-from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
+from tenantguard.context import PLATFORM_TENANT_ID, TenantContext
 from tenantguard.crypto import signing
-from tenantguard.data import secrets as secrets_data
 from tenantguard.errors import InvalidCredentials, NotFound
 from tenantguard.gateway.auth import Authorize, record_failure
 from tenantguard.gateway.runtime import Runtime, request_id, runtime
-from tenantguard.identity import oidc, sessions, totp, users
+from tenantguard.identity import sessions, totp, users
 
 router = APIRouter(tags=["identity"])
 Role = Annotated[str, Field(pattern="^(" + "|".join(ROLES) + ")$")]
@@ -388,149 +386,3 @@ def set_mfa_policy(body: MfaPolicy, ctx: UsersManage, request: Request) -> MfaPo
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         roles = totp.set_mfa_roles(tx, ctx, body.roles, now=rt.clock.now())
     return MfaPolicy(roles=list(roles))
-
-
-class OidcSettings(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "issuer": "https://login.acme.example",
-                    "client_id": "tenantguard",
-                    "redirect_uris": ["https://app.acme.example/sso/callback"],
-                    "allowed_domains": ["acme.example"],
-                    "jit_provisioning": True,
-                    "default_role": "member",
-                }
-            ]
-        },
-    )
-    issuer: str = Field(max_length=2048)
-    client_id: str = Field(min_length=1, max_length=500)
-    client_secret: str | None = Field(default=None, description="The vault secret's name.")
-    redirect_uris: list[str] = Field(min_length=1, max_length=20)
-    allowed_domains: list[str] = Field(min_length=1, max_length=50)
-    jit_provisioning: bool = False
-    default_role: str = Field(default="member", pattern="^(admin|member|auditor)$")
-
-
-class OidcStart(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "tenant": "00000000-0000-4000-8000-000000000001",
-                    "redirect_uri": "https://app.acme.example/sso/callback",
-                }
-            ]
-        },
-    )
-    tenant: UUID
-    redirect_uri: str = Field(max_length=2048)
-
-
-class OidcCallback(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"tenant": "00000000-0000-4000-8000-000000000001", "state": "s", "code": "c"}
-            ]
-        },
-    )
-    tenant: UUID
-    state: str = Field(min_length=1, max_length=512)
-    code: str = Field(min_length=1, max_length=2048)
-
-
-@router.put("/api/admin/oidc")
-def put_oidc(body: OidcSettings, ctx: UsersManage, request: Request) -> OidcSettings:
-    """Configure single sign-on with the tenant's OpenID Connect provider."""
-    rt = runtime(request)
-    issuer = oidc.check_issuer(body.issuer)
-    domains = sorted({d.strip().lower() for d in body.allowed_domains})
-    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
-        if body.client_secret is not None:
-            secrets_data.versions(tx, ctx.tenant_id, body.client_secret)  # must exist
-        tx.execute(
-            "INSERT INTO tenantguard.oidc_configs (tenant_id, issuer, client_id,"
-            " client_secret_name, redirect_uris, allowed_domains, jit_provisioning, default_role,"
-            " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id)"
-            " DO UPDATE SET issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id,"
-            " client_secret_name = EXCLUDED.client_secret_name,"
-            " redirect_uris = EXCLUDED.redirect_uris, allowed_domains = EXCLUDED.allowed_domains,"
-            " jit_provisioning = EXCLUDED.jit_provisioning, default_role = EXCLUDED.default_role,"
-            " updated_at = EXCLUDED.updated_at",
-            (
-                ctx.tenant_id,
-                issuer,
-                body.client_id,
-                body.client_secret,
-                body.redirect_uris,
-                domains,
-                body.jit_provisioning,
-                body.default_role,
-                rt.clock.now(),
-            ),
-        )
-        record_action(
-            tx,
-            ctx,
-            action="sso.oidc.configure",
-            target_type="tenant",
-            target_id=str(ctx.tenant_id),
-            now=rt.clock.now(),
-            payload={
-                "issuer": issuer,
-                "client_id": body.client_id,
-                "allowed_domains": domains,
-                "jit": body.jit_provisioning,
-            },
-        )
-    return body.model_copy(update={"issuer": issuer, "allowed_domains": domains})
-
-
-def _oidc_config(rt: Runtime, tenant: UUID, rid: str) -> oidc.OidcConfig:
-    try:
-        config = oidc.load_config(rt.db, tenant, client_secret=None)
-    except NotFound as exc:  # no SSO for this tenant (or no tenant): the usual opaque 401
-        raise InvalidCredentials("sso_not_configured") from exc
-    with rt.db.tenant_transaction(tenant) as tx:
-        name = tx.execute(
-            "SELECT client_secret_name FROM tenantguard.oidc_configs WHERE tenant_id = %s",
-            (tenant,),
-        ).fetchone()
-        if name is None or name[0] is None:
-            return config
-        ctx = TenantContext(tenant, Principal("system", "oidc"), frozenset(), rid)
-        value = secrets_data.read(tx, ctx, rt.keyring, str(name[0]), use="oidc", now=rt.clock.now())
-    return dataclasses.replace(config, client_secret=value.decode())
-
-
-@router.post("/api/auth/oidc/start")
-def oidc_start(body: OidcStart, request: Request) -> dict[str, str]:
-    """Begin single sign-on: where to send the browser (public)."""
-    rt = runtime(request)
-    rid = request_id(request)
-    try:
-        config = _oidc_config(rt, body.tenant, rid)
-        url = rt.oidc.start(body.tenant, config, redirect_uri=body.redirect_uri)
-    except InvalidCredentials as exc:
-        record_failure(rt, exc, rid=rid, action="sso.oidc.start")
-        raise
-    return {"authorization_url": url}
-
-
-@router.post("/api/auth/oidc/callback")
-def oidc_callback(body: OidcCallback, request: Request, response: Response) -> TokensOut:
-    """Finish single sign-on with the provider's code and state (public)."""
-    rt = runtime(request)
-    rid = request_id(request)
-
-    def finish() -> sessions.Issued:
-        config = _oidc_config(rt, body.tenant, rid)
-        return rt.oidc.finish(body.tenant, config, state=body.state, code=body.code, request_id=rid)
-
-    return sign_in_answer(rt, rid, response, "sso.oidc.callback", finish)

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tenantguard.audit.store import record_action
 from tenantguard.errors import InvalidCredentials, NotFound
-from tenantguard.gateway.auth import record_failure
+from tenantguard.gateway.auth import denials_audited, record_failure
 from tenantguard.gateway.routes.identity import TokensOut, UsersManage, sign_in_answer
 from tenantguard.gateway.runtime import Runtime, request_id, runtime
-from tenantguard.identity import saml, sso
+from tenantguard.identity import saml, sso, users
 from tenantguard.identity.sessions import Issued
 
 router = APIRouter(tags=["identity"])
@@ -69,7 +69,12 @@ class SamlAcs(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"tenant": _TENANT_EXAMPLE, "saml_response": "PHNhbWxwOl…", "relay_state": "r"}
+                {
+                    "tenant": _TENANT_EXAMPLE,
+                    "saml_response": "PHNhbWxwOl…",
+                    "relay_state": "r",
+                    "binding": "b",
+                }
             ]
         },
     )
@@ -78,17 +83,30 @@ class SamlAcs(BaseModel):
         min_length=1, max_length=524_288, description="As the IdP posted it."
     )
     relay_state: str = Field(min_length=1, max_length=512)
+    binding: str = Field(min_length=1, max_length=128, description="What `start` gave the app.")
 
 
 @router.put("/api/admin/saml")
 def put_saml(body: SamlSettings, ctx: UsersManage, request: Request) -> SamlConfigured:
-    """Configure single sign-on with the tenant's SAML identity provider."""
+    """Configure single sign-on with the tenant's SAML identity provider (owners only: who
+    controls the identity provider can sign in as anyone of the tenant's domains)."""
     rt = runtime(request)
     entity = rt.saml.check_metadata(ctx.tenant_id, body.idp_metadata)
-    acs_urls = [sso.check_url(u, what="An assertion consumer service URL") for u in body.acs_urls]
-    domains = sorted({d.strip().lower() for d in body.allowed_domains})
+    acs_urls = [
+        sso.check_url(
+            u,
+            what="An assertion consumer service URL",
+            allow_loopback=rt.config.unsafe_loopback_sso,
+        )
+        for u in body.acs_urls
+    ]
+    domains = sorted({sso.check_domain(d) for d in body.allowed_domains})
     now = rt.clock.now()
-    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+    with (
+        denials_audited(rt, ctx, action="sso.saml.configure", target_type="tenant"),
+        rt.db.tenant_transaction(ctx.tenant_id) as tx,
+    ):
+        users.require_owner(tx, ctx, why="Only an owner configures single sign-on.")
         tx.execute(
             "INSERT INTO tenantguard.saml_configs (tenant_id, idp_metadata, idp_entity_id,"
             " acs_urls, allowed_domains, jit_provisioning, default_role, updated_at)"
@@ -151,17 +169,24 @@ def saml_metadata(tenant: UUID, request: Request) -> Response:
     return Response(rt.saml.metadata(tenant, config), media_type="application/samlmetadata+xml")
 
 
+class SamlStarted(BaseModel):
+    redirect_url: str
+    binding: str = Field(
+        description="Keep it for the browser that started (a cookie); the ACS step needs it."
+    )
+
+
 @router.post("/api/auth/saml/start")
-def saml_start(body: SamlStart, request: Request) -> dict[str, str]:
-    """Begin single sign-on: where to send the browser (public)."""
+def saml_start(body: SamlStart, request: Request) -> SamlStarted:
+    """Begin single sign-on: where to send the browser, and the binding to keep (public)."""
     rt = runtime(request)
     rid = request_id(request)
     try:
-        url = rt.saml.start(body.tenant, _config(rt, body.tenant), acs_url=body.acs_url)
+        url, binding = rt.saml.start(body.tenant, _config(rt, body.tenant), acs_url=body.acs_url)
     except InvalidCredentials as exc:
         record_failure(rt, exc, rid=rid, action="sso.saml.start")
         raise
-    return {"redirect_url": url}
+    return SamlStarted(redirect_url=url, binding=binding)
 
 
 @router.post("/api/auth/saml/acs")
@@ -176,6 +201,7 @@ def saml_acs(body: SamlAcs, request: Request, response: Response) -> TokensOut:
             _config(rt, body.tenant),
             saml_response=body.saml_response,
             relay_state=body.relay_state,
+            binding=body.binding,
             request_id=rid,
         )
 

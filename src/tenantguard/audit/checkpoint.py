@@ -1,0 +1,144 @@
+"""Signed checkpoints of a tenant's audit log, in the C2SP signed-note checkpoint form. Pure.
+
+A checkpoint commits to a tree size and its RFC 6962 root:
+
+    <origin>                      e.g. tenantguard/audit/<tenant id>
+    <tree size>
+    <root hash, base64>
+    time <RFC 3339 UTC>           an extension line: when it was signed
+                                  (a blank line ends the note's text)
+    — <key name> <base64(key hash[4] || Ed25519 signature[64])>
+
+The signature covers the text up to and including the line before the blank one; the 4-byte
+key hash is SHA-256(key name || "\\n" || 0x01 || public key)[:4], as C2SP signed-note defines
+for Ed25519, so witnesses and generic note verifiers can check it without tenantguard.
+
+Threat stopped: a log rewritten or rolled back after it was checkpointed; a checkpoint forged
+or signed by a key that was not the platform's at that time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tenantguard.audit.merkle import HASH_SIZE
+from tenantguard.crypto.signing import PublicKey, SigningKey
+from tenantguard.errors import AuditVerificationFailed
+
+_ED25519 = b"\x01"
+_DASH = "\u2014"  # the em dash that starts a signature line
+MAX_NOTE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    origin: str
+    tree_size: int
+    root_hash: bytes
+    signed_at: datetime
+
+    def text(self) -> str:
+        """The signed body: every line up to the blank line, each ending in a newline."""
+        moment = self.signed_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        root = base64.b64encode(self.root_hash).decode()
+        return f"{self.origin}\n{self.tree_size}\n{root}\ntime {moment}\n"
+
+
+def origin_of(base: str, tenant_id: object) -> str:
+    return f"{base}/audit/{tenant_id}"
+
+
+def key_hash(name: str, public_key: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public_key).digest()[:4]
+
+
+def sign(checkpoint: Checkpoint, key: SigningKey, *, key_name: str) -> str:
+    """The signed note of `checkpoint` under the platform's active key."""
+    if not key_name or any(c.isspace() or c == "+" for c in key_name):
+        raise ValueError("a note key name has no spaces and no '+'")
+    text = checkpoint.text()
+    signature = key_hash(key_name, key.public_bytes()) + key.sign(text.encode())
+    return f"{text}\n{_DASH} {key_name} {base64.b64encode(signature).decode()}\n"
+
+
+def _failed(why: str) -> AuditVerificationFailed:
+    return AuditVerificationFailed(f"The checkpoint does not verify: {why}.")
+
+
+def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]], str]:
+    """The checkpoint, its signature lines as (key name, signature bytes), and the signed text.
+    Nothing here is trusted yet: `verify` checks the signatures."""
+    if len(note) > MAX_NOTE or not note.endswith("\n") or "\n\n" not in note:
+        raise _failed("it is not a signed note")
+    text, _, signatures = note.partition("\n\n")
+    text += "\n"
+    lines = text.split("\n")[:-1]
+    if len(lines) != 4 or not lines[3].startswith("time "):
+        raise _failed("it does not have the checkpoint's four lines")
+    origin, size_line, root_line, time_line = lines
+    if not size_line.isdigit() or (size_line != "0" and size_line.startswith("0")):
+        raise _failed("a line is malformed")
+    try:
+        root = base64.b64decode(root_line, validate=True)
+        signed_at = datetime.strptime(time_line[5:], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except (ValueError, binascii.Error) as exc:
+        raise _failed("a line is malformed") from exc
+    if len(root) != HASH_SIZE or not origin:
+        raise _failed("a line is malformed")
+    found: list[tuple[str, bytes]] = []
+    for line in signatures.split("\n")[:-1]:
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != _DASH:
+            raise _failed("a signature line is malformed")
+        try:
+            found.append((parts[1], base64.b64decode(parts[2], validate=True)))
+        except binascii.Error as exc:
+            raise _failed("a signature line is malformed") from exc
+    if not found:
+        raise _failed("it carries no signature")
+    return Checkpoint(origin, int(size_line), root, signed_at), found, text
+
+
+def verify(
+    note: str, keys: Sequence[PublicKey], *, key_name: str, origin: str | None = None
+) -> Checkpoint:
+    """The checkpoint of `note`, if a signature under `key_name` verifies with one of `keys`
+    that was valid when the checkpoint says it was signed (and the origin is `origin`, when
+    given). Signatures by other names are ignored (a witness's co-signature, say); one by our
+    name under an unknown or out-of-window key fails the note."""
+    checkpoint, signatures, text = parse(note)
+    if origin is not None and checkpoint.origin != origin:
+        raise _failed("it is the checkpoint of another log")
+    ours = [sig for name, sig in signatures if name == key_name]
+    if not ours:
+        raise _failed("no signature by the platform's key")
+    for signature in ours:
+        if len(signature) != 4 + 64:
+            raise _failed("a signature has the wrong length")
+        candidates = [
+            k
+            for k in keys
+            if key_hash(key_name, k.public_key) == signature[:4]
+            and k.verifies_at(checkpoint.signed_at)
+        ]
+        if not candidates:
+            raise _failed("signed by an unknown key, or one not valid at its time")
+        for key in candidates:
+            try:
+                Ed25519PublicKey.from_public_bytes(key.public_key).verify(
+                    signature[4:], text.encode()
+                )
+                break
+            except InvalidSignature:
+                continue
+        else:
+            raise _failed("a signature is wrong")
+    return checkpoint

@@ -1,0 +1,243 @@
+"""Audit exports and their offline verification: everything an auditor needs, in one file.
+
+An export is JSON Lines: a header (format, tenant, origin, key name, counts), the platform's
+public signing keys with their validity windows, every signed checkpoint (stored and witnessed),
+then every event with its hashes, in `seq` order. `verify_export` needs nothing else — no
+database, no network, no tenantguard service: it recomputes each event's hash and the chain,
+rebuilds the RFC 6962 tree, checks every checkpoint's signature (by a listed key valid at its
+time) and that its root is the root of the log's prefix of its size. It reports the first bad
+entry precisely.
+
+Threat stopped: an audit that can only be checked by trusting the system that wrote it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+from uuid import UUID
+
+from tenantguard.audit import checkpoint as notes
+from tenantguard.audit import merkle
+from tenantguard.audit.chain import GENESIS, AuditEvent, format_time, hash_event, link
+from tenantguard.audit.store import iter_events
+from tenantguard.crypto.signing import PublicKey
+from tenantguard.db.pool import Connection
+from tenantguard.errors import AuditVerificationFailed
+
+FORMAT = "tenantguard-audit-export/1"
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _event_line(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "kind": "event",
+        "seq": event.seq,
+        "id": str(event.id),
+        "occurred_at": format_time(event.occurred_at),
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "outcome": event.outcome,
+        "reason": event.reason,
+        "request_id": event.request_id,
+        "payload": event.payload,
+        "event_hash": event.event_hash.hex(),
+        "chain_hash": event.chain_hash.hex(),
+    }
+
+
+def write_export(
+    out: TextIO,
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    origin: str,
+    key_name: str,
+    keys: list[PublicKey],
+    checkpoint_notes: list[str],
+    event_count: int,
+    exported_at: datetime,
+) -> int:
+    """Write the export of `tenant_id` (read in `conn`'s transaction); returns events written."""
+    header = {
+        "kind": "header",
+        "format": FORMAT,
+        "tenant_id": str(tenant_id),
+        "origin": origin,
+        "key_name": key_name,
+        "events": event_count,
+        "exported_at": format_time(exported_at),
+    }
+    lines: list[dict[str, Any]] = [header]
+    lines += [
+        {
+            "kind": "key",
+            "kid": k.kid,
+            "public_key": base64.b64encode(k.public_key).decode(),
+            "created_at": format_time(k.created_at),
+            "verify_until": None if k.verify_until is None else format_time(k.verify_until),
+        }
+        for k in keys
+    ]
+    lines += [{"kind": "checkpoint", "note": note} for note in checkpoint_notes]
+    for line in lines:
+        out.write(json.dumps(line, sort_keys=True) + "\n")
+    written = 0
+    for event in iter_events(conn, tenant_id=tenant_id):
+        if written >= event_count:
+            break  # events appended after the count was taken belong to a later export
+        out.write(json.dumps(_event_line(event), sort_keys=True) + "\n")
+        written += 1
+    return written
+
+
+@dataclass(frozen=True, slots=True)
+class ExportVerdict:
+    tenant_id: UUID
+    events: int
+    checkpoints: int
+    head: bytes  # the chain hash of the last event
+    root: bytes  # the RFC 6962 root of the whole log
+
+
+def _fail(where: str, why: str) -> AuditVerificationFailed:
+    return AuditVerificationFailed(f"{where}: {why}")
+
+
+def _records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise _fail(f"line {number}", "not JSON") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+            raise _fail(f"line {number}", "not a record of an export")
+        yield number, record
+
+
+class _Checker:
+    """The state of one offline verification, fed record by record."""
+
+    def __init__(self, header: dict[str, Any]) -> None:
+        if header.get("kind") != "header" or header.get("format") != FORMAT:
+            raise _fail("line 1", f"not a {FORMAT} header")
+        try:
+            self.tenant_id = UUID(str(header["tenant_id"]))
+            self.origin, self.key_name = str(header["origin"]), str(header["key_name"])
+            self.expected = int(header["events"])
+        except (KeyError, ValueError) as exc:
+            raise _fail("line 1", "the header is incomplete") from exc
+        self.keys: list[PublicKey] = []
+        self.notes: list[tuple[int, str]] = []
+        self.previous, self.leaves = GENESIS, list[bytes]()
+
+    def feed(self, number: int, record: dict[str, Any]) -> None:
+        kind = record["kind"]
+        try:
+            if kind == "key" and not self.leaves:
+                self.keys.append(
+                    PublicKey(
+                        str(record["kid"]),
+                        base64.b64decode(record["public_key"], validate=True),
+                        _required_time(record["created_at"]),
+                        _time(record["verify_until"]),
+                    )
+                )
+            elif kind == "checkpoint" and not self.leaves:
+                self.notes.append((number, str(record["note"])))
+            elif kind == "event":
+                self._event(number, _event(record, self.tenant_id))
+            else:
+                raise _fail(f"line {number}", f"unexpected {kind!r} record here")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise _fail(f"line {number}", f"a malformed {kind} record") from exc
+
+    def _event(self, number: int, event: AuditEvent) -> None:
+        where = f"line {number} (event seq {event.seq})"
+        if event.seq != len(self.leaves):
+            raise _fail(where, f"sequence gap or reorder: expected seq {len(self.leaves)}")
+        if hash_event(event.canonical()) != event.event_hash:
+            raise _fail(where, "the event does not match its hash (modified)")
+        if link(self.previous, event.event_hash) != event.chain_hash:
+            raise _fail(where, "the chain hash does not follow from the previous event")
+        self.previous = event.chain_hash
+        self.leaves.append(merkle.leaf_hash(event.event_hash))
+
+    def finish(self) -> ExportVerdict:
+        if len(self.leaves) != self.expected:
+            raise _fail(
+                "end of export", f"{len(self.leaves)} events, the header says {self.expected}"
+            )
+        for number, note in self.notes:
+            where = f"line {number} (checkpoint)"
+            try:
+                head = notes.verify(note, self.keys, key_name=self.key_name, origin=self.origin)
+            except AuditVerificationFailed as exc:
+                raise _fail(where, exc.detail) from exc
+            if head.tree_size > len(self.leaves):
+                raise _fail(
+                    where, f"it covers {head.tree_size} events; the log has {len(self.leaves)}"
+                )
+            if merkle.root(self.leaves[: head.tree_size]) != head.root_hash:
+                raise _fail(where, f"the first {head.tree_size} events do not hash to its root")
+        return ExportVerdict(
+            self.tenant_id,
+            len(self.leaves),
+            len(self.notes),
+            self.previous,
+            merkle.root(self.leaves),
+        )
+
+
+def verify_export(
+    lines: Iterable[str], *, progress: Callable[[int], None] | None = None
+) -> ExportVerdict:
+    """Check an export offline; raise `AuditVerificationFailed` naming the first bad entry.
+    `progress` is called with the number of events checked so far."""
+    records = _records(lines)
+    try:
+        _, header = next(records)
+    except StopIteration:
+        raise _fail("line 1", "the export is empty") from None
+    checker = _Checker(header)
+    for number, record in records:
+        checker.feed(number, record)
+        if progress is not None and record["kind"] == "event":
+            progress(len(checker.leaves))
+    return checker.finish()
+
+
+def _required_time(value: object) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _event(record: dict[str, Any], tenant_id: UUID) -> AuditEvent:
+    return AuditEvent(
+        tenant_id=tenant_id,
+        seq=int(record["seq"]),
+        id=UUID(str(record["id"])),
+        occurred_at=_required_time(record["occurred_at"]),
+        actor_type=str(record["actor_type"]),
+        actor_id=str(record["actor_id"]),
+        action=str(record["action"]),
+        target_type=str(record["target_type"]),
+        target_id=str(record["target_id"]),
+        outcome=str(record["outcome"]),
+        reason=str(record["reason"]),
+        request_id=str(record["request_id"]),
+        payload=str(record["payload"]),
+        event_hash=bytes.fromhex(str(record["event_hash"])),
+        chain_hash=bytes.fromhex(str(record["chain_hash"])),
+    )
