@@ -9,6 +9,7 @@ blocks; a temporary data root is removed).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 import shutil
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,12 +28,15 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from tenantguard.audit import verify_tenant
+from tenantguard.audit import checkpoint as notes
+from tenantguard.audit import merkle, verify_tenant
 from tenantguard.clock import SystemClock
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
+from tenantguard.crypto import signing
 from tenantguard.data.tenants import NewTenant, create_tenant
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
+from tenantguard.errors import AuditVerificationFailed
 from tenantguard.gateway import create_app
 from tenantguard.identity import totp, users
 from tenantguard.logs import configure_logging
@@ -233,6 +238,60 @@ def _vault_and_people(
         anonymous.close()
 
 
+def _audit_evidence(base: str, a: NewTenant, report: Report) -> None:
+    """A signed checkpoint of A's log, checked the way an outside auditor would: the note's
+    signature against the public JWKS, and inclusion and consistency proofs against its root,
+    with nothing but RFC 6962 / 9162 arithmetic."""
+    with _client(base, a.admin_key.secret) as ca:
+        first = ca.post("/api/audit/checkpoints").json()
+        ca.post("/api/memory", json={"key": "after-the-checkpoint", "content": "more history"})
+        second = ca.post("/api/audit/checkpoints").json()
+        jwks = ca.get("/.well-known/jwks.json").json()["keys"]
+        keys = [
+            signing.PublicKey(
+                k["kid"],
+                base64.urlsafe_b64decode(k["x"] + "=="),
+                datetime.min.replace(tzinfo=UTC),
+                None,
+            )
+            for k in jwks
+        ]
+        try:
+            old = notes.verify(first["note"], keys, key_name="tenantguard")
+            new = notes.verify(second["note"], keys, key_name="tenantguard")
+            for index in range(new.tree_size):
+                proof = ca.get(
+                    "/api/audit/proofs/inclusion",
+                    params={"index": index, "tree_size": new.tree_size},
+                ).json()
+                merkle.verify_inclusion(
+                    index,
+                    new.tree_size,
+                    base64.b64decode(proof["leaf_hash"]),
+                    [base64.b64decode(h) for h in proof["audit_path"]],
+                    new.root_hash,
+                )
+            consistency = ca.get(
+                "/api/audit/proofs/consistency",
+                params={"first": old.tree_size, "second": new.tree_size},
+            ).json()
+            merkle.verify_consistency(
+                old.tree_size,
+                new.tree_size,
+                [base64.b64decode(h) for h in consistency["consistency"]],
+                old.root_hash,
+                new.root_hash,
+            )
+            seen, passed = (
+                f"{new.tree_size} events, {new.tree_size} inclusion proofs, grew from"
+                f" {old.tree_size} consistently",
+                True,
+            )
+        except (AuditVerificationFailed, KeyError, ValueError) as exc:
+            seen, passed = f"{type(exc).__name__}", False
+    report.check("A's signed Merkle checkpoints and proofs verify independently", passed, seen)
+
+
 def run_demo(*, data_root: Path | None, console: Console) -> bool:
     """Run the demo; print the report; return whether every check passed."""
     temporary = data_root is None
@@ -261,6 +320,7 @@ def run_demo(*, data_root: Path | None, console: Console) -> bool:
                 console.print(f"gateway listening on {base}")
                 _scenario(base, a, b, report)
                 _vault_and_people(base, a=a, b=b, root=root, db=db, clock=clock, report=report)
+                _audit_evidence(base, a, report)
             with db.system_transaction() as tx:
                 doctor = examine(tx)
             report.check(
