@@ -30,6 +30,7 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "memory:write": "create, change, delete and restore memory entries",
         "model_providers:read": "list the tenant's model providers",
         "model_providers:write": "configure the tenant's model providers (bring your own key)",
+        "operator_access:manage": "turn the platform operators' read access on or off",
         "runs:read": "read runs and their events",
         "runs:write": "start runs and append their events",
         "secrets:read": "list vault secrets and their versions (never values)",
@@ -43,6 +44,8 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
 PLATFORM_ACTIONS: Mapping[str, str] = MappingProxyType(
     {
         "platform:operators:read": "list the platform's operators",
+        "platform:tenant_data:read": "read a tenant's data, while it has opted in (audited)",
+        "platform:tenant_data:delete": "delete a tenant's data, while it has opted in (audited)",
     }
 )
 # Actions of either realm: a person's own sessions and second factors.
@@ -61,6 +64,9 @@ SENSITIVE_ACTIONS = frozenset(
         "sessions:manage",  # revoking others' sessions, all of a tenant's
         "secrets:write",  # the vault's values
         "model_providers:write",  # where the tenant's keys are sent
+        "operator_access:manage",  # letting the vendor's staff read the tenant's data
+        "platform:tenant_data:read",  # an operator reading a customer's data
+        "platform:tenant_data:delete",
     }
 )
 
@@ -84,7 +90,14 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
             }
         ),
         "auditor": _READS | {"sessions:self", "audit:checkpoint"},
-        "operator": frozenset({"sessions:self", "platform:operators:read"}),
+        "operator": frozenset(
+            {
+                "sessions:self",
+                "platform:operators:read",
+                "platform:tenant_data:read",
+                "platform:tenant_data:delete",
+            }
+        ),
     }
 )
 

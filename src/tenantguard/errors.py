@@ -13,6 +13,7 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     ├── InvalidCredentials          401  bad, expired, revoked or malformed credential
     ├── StepUpRequired              401  a sensitive action needs a fresh second factor
     ├── CapabilityDenied            403  the credential lacks the capability the action needs
+    ├── OperatorAccessDenied        403  the tenant has not opted in to operator access
     ├── NotFound                    404  absent, or belongs to another tenant: the same answer
     ├── MethodNotAllowed            405
     ├── Conflict                    409  state conflict (version mismatch, duplicate key, ...)
@@ -93,6 +94,16 @@ class CapabilityDenied(TenantGuardError):
     def __init__(self, capability: str, detail: str | None = None) -> None:
         super().__init__(detail)
         self.capability = capability
+
+
+class OperatorAccessDenied(TenantGuardError):
+    code = "operator_access_not_granted"
+    title = "Operator access not granted"
+    status = 403
+    default_detail = (
+        "This tenant has not opted in to operator access; nothing of its data was read or"
+        " changed. Its administrators can turn operator access on, and see every operator read."
+    )
 
 
 class NotFound(TenantGuardError):

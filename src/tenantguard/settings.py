@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantguard.crypto.kek import KekConfig
 from tenantguard.mail import Mailer, OutboxMailer, SmtpMailer
+
+if TYPE_CHECKING:
+    from tenantguard.audit.publish import JetStreamPublisher
 
 DeploymentMode = Literal["saas", "self_hosted"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -114,6 +117,13 @@ class Settings(BaseSettings):
     # How often the gateway re-verifies every tenant's log against its checkpoints (0: never).
     audit_verify_seconds: float = Field(default=900.0, ge=0, le=86400)
     audit_witness_dir: Path | None = None
+    # Also publish every checkpoint to NATS JetStream (unset: no publishing). The stream that
+    # covers `<subject prefix>.>` is the deployment's to create; an unacknowledged publish
+    # fails the checkpoint.
+    audit_nats_url: str | None = None
+    audit_nats_subject: str = Field(
+        default="tenantguard.audit.checkpoints", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    )
     # UNSAFE, for local test identity providers only: accept http:// and loopback hosts as
     # OIDC issuers and endpoints, SAML sign-on and ACS URLs. Off in any real deployment.
     unsafe_loopback_sso: bool = False
@@ -157,6 +167,13 @@ class Settings(BaseSettings):
             username=self.smtp_username,
             password=self.smtp_password,
         )
+
+    def checkpoint_publisher(self) -> JetStreamPublisher | None:
+        if self.audit_nats_url is None:
+            return None
+        from tenantguard.audit.publish import JetStreamPublisher  # noqa: PLC0415 (optional)
+
+        return JetStreamPublisher(self.audit_nats_url, subject_prefix=self.audit_nats_subject)
 
     def checkpoints(self) -> CheckpointConfig:
         return CheckpointConfig(

@@ -171,5 +171,6 @@ def world(
             "/api/admin/users": str(a_user.id),
             "/api/sessions": str(a_login.session.id),
             "/api/admin/sessions": str(a_login.session.id),
+            "/api/operator/tenants": str(a.tenant_id),  # operators name the tenant they read
         },
     )

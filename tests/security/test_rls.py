@@ -53,6 +53,7 @@ CORE_TABLES = {
     "saml_logins",
     "saml_assertions",
     "audit_checkpoints",
+    "operator_access",
 }
 
 
@@ -158,6 +159,11 @@ def populated(
             "INSERT INTO tenantguard.audit_checkpoints (tenant_id, id, tree_size, root_hash,"
             " signed_at, kid, note) VALUES (%s, gen_random_uuid(), 0, %s, now(), 'k', 'n')",
             (tenant.tenant_id, bytes(32)),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.operator_access (tenant_id, enabled, changed_at, changed_by)"
+            " VALUES (%s, false, now(), 'tests')",
+            (tenant.tenant_id,),
         )
     return tenant
 

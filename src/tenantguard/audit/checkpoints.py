@@ -30,6 +30,7 @@ import structlog
 
 from tenantguard.audit import checkpoint as notes
 from tenantguard.audit import merkle
+from tenantguard.audit.publish import JetStreamPublisher
 from tenantguard.audit.store import AuditRecord, append, verify_tenant
 from tenantguard.clock import Clock
 from tenantguard.context import PLATFORM_TENANT_ID, Principal
@@ -118,9 +119,16 @@ def witnessed(witness_dir: Path, tenant_id: UUID) -> list[str]:
 
 class Checkpointer:
     def __init__(
-        self, db: Database, keyring: Keyring, config: CheckpointConfig, *, clock: Clock
+        self,
+        db: Database,
+        keyring: Keyring,
+        config: CheckpointConfig,
+        *,
+        clock: Clock,
+        publisher: JetStreamPublisher | None = None,
     ) -> None:
         self._db, self._keyring, self._config, self._clock = db, keyring, config, clock
+        self._publisher = publisher
 
     @property
     def key_name(self) -> str:
@@ -161,6 +169,8 @@ class Checkpointer:
                 _write_durably(self._config.witness_dir / str(tenant_id) / name, note)
             except OSError as exc:
                 raise AuditUnavailable("The checkpoint could not be witnessed.") from exc
+            if self._publisher is not None:  # acknowledged by the stream, or not stored
+                self._publisher.publish(tenant_id, found.id, note)
         return found
 
     def checkpoint_all(self, tenant_ids: Iterable[UUID]) -> int:

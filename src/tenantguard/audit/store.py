@@ -33,10 +33,11 @@ from tenantguard.db.pool import Connection
 from tenantguard.errors import AuditUnavailable
 from tenantguard.redaction import redact_value
 
-_COLUMNS = (
+EVENT_COLUMNS = (
     "tenant_id, seq, id, occurred_at, actor_type, actor_id, action, target_type, target_id,"
     " outcome, reason, request_id, payload, event_hash, chain_hash"
 )
+_COLUMNS = EVENT_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +146,8 @@ def _row(event: AuditEvent) -> tuple[object, ...]:
     )
 
 
-def _event(row: tuple[Any, ...]) -> AuditEvent:
+def event_of(row: tuple[Any, ...]) -> AuditEvent:
+    """An event from a row of `EVENT_COLUMNS`."""
     values = list(row)
     values[13], values[14] = bytes(values[13]), bytes(values[14])
     return AuditEvent(*values)
@@ -160,7 +162,7 @@ def list_events(
         " ORDER BY seq LIMIT %s",
         (tenant_id, after_seq, limit),
     ).fetchall()
-    return [_event(r) for r in rows]
+    return [event_of(r) for r in rows]
 
 
 def iter_events(conn: Connection, *, tenant_id: UUID, batch: int = 1000) -> Iterator[AuditEvent]:

@@ -343,7 +343,13 @@ def audit_checkpoint(
     ring = open_keyring(settings, clock=clock, create=False)
     try:
         with database(settings) as db:
-            made = Checkpointer(db, ring, settings.checkpoints(), clock=clock).checkpoint(tenant)
+            made = Checkpointer(
+                db,
+                ring,
+                settings.checkpoints(),
+                clock=clock,
+                publisher=settings.checkpoint_publisher(),
+            ).checkpoint(tenant)
     finally:
         ring.close()
     assert made is not None  # noqa: S101 (only_if_grown is off: always one)

@@ -19,6 +19,7 @@ from tenantguard.clock import Clock, SystemClock
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring, open_keyring
+from tenantguard.data.operator_access import OperatorAccess
 from tenantguard.data.tenants import tenant_ids
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
@@ -34,6 +35,7 @@ from tenantguard.gateway.routes import (
     model_providers,
     oidc,
     operator,
+    operator_access,
     runs,
     saml,
     secrets,
@@ -95,7 +97,13 @@ def create_app(
             loopback = settings.unsafe_loopback_sso
             oidc_client = OidcClient(db, sessions, clock=the_clock, allow_loopback=loopback)
             stack.callback(oidc_client.close)
-            checkpointer = Checkpointer(db, ring, settings.checkpoints(), clock=the_clock)
+            checkpointer = Checkpointer(
+                db,
+                ring,
+                settings.checkpoints(),
+                clock=the_clock,
+                publisher=settings.checkpoint_publisher(),
+            )
             passes = [
                 Periodic(
                     "audit-checkpoints",
@@ -134,6 +142,7 @@ def create_app(
                     allow_loopback=loopback,
                 ),
                 checkpointer=checkpointer,
+                operator_access=OperatorAccess(db, clock=the_clock),
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield
@@ -160,6 +169,7 @@ def create_app(
         oidc.router,
         saml.router,
         operator.router,
+        operator_access.router,
         audit.router,
     )
     for router in routers:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from tenantguard.audit.checkpoints import Checkpointer
 from tenantguard.clock import Clock
 from tenantguard.crypto.keyring import Keyring
+from tenantguard.data.operator_access import OperatorAccess
 from tenantguard.db.pool import Database
 from tenantguard.errors import ServiceUnavailable
 from tenantguard.identity.magiclinks import MagicLinks
@@ -30,6 +31,7 @@ class Runtime:
     oidc: OidcClient
     saml: SamlServiceProvider
     checkpointer: Checkpointer
+    operator_access: OperatorAccess
 
 
 def runtime(request: Request) -> Runtime:

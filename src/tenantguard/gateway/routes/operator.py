@@ -19,6 +19,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tenantguard.context import PLATFORM_TENANT_ID, TenantContext
+from tenantguard.data import memory
+from tenantguard.data.pagination import MAX_PAGE
+from tenantguard.db.pool import Connection
 from tenantguard.gateway.auth import Authorize
 from tenantguard.gateway.routes.identity import TokensOut, sign_in_answer
 from tenantguard.gateway.runtime import request_id, runtime
@@ -26,6 +29,8 @@ from tenantguard.identity import users
 
 router = APIRouter(tags=["operators"])
 OperatorsRead = Annotated[TenantContext, Depends(Authorize("platform:operators:read"))]
+DataRead = Annotated[TenantContext, Depends(Authorize("platform:tenant_data:read"))]
+DataDelete = Annotated[TenantContext, Depends(Authorize("platform:tenant_data:delete"))]
 
 
 class OperatorMagicLink(BaseModel):
@@ -89,3 +94,74 @@ def list_operators(ctx: OperatorsRead, request: Request) -> list[OperatorOut]:
     with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
         found = users.list_users(tx, ctx.tenant_id)
     return [OperatorOut(id=u.id, email=u.email, created_at=u.created_at) for u in found]
+
+
+class OperatorReadIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"reason": "ticket 4711: the customer asked why a memory is missing"}]
+        },
+    )
+    reason: str = Field(min_length=1, max_length=500, description="The tenant reads this.")
+    break_glass: bool = False
+
+
+class OperatorDeleteIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"id": "00000000-0000-4000-8000-000000000002", "reason": "ticket 4712: erasure"}
+            ]
+        },
+    )
+    id: UUID
+    reason: str = Field(min_length=1, max_length=500, description="The tenant reads this.")
+
+
+class TenantMemoryOut(BaseModel):
+    id: UUID
+    key: str
+    content: str
+    version: int
+    updated_at: datetime
+
+
+@router.post("/api/operator/tenants/{tenant}/memory/read")
+def operator_read_memory(
+    tenant: UUID, body: OperatorReadIn, ctx: DataRead, request: Request
+) -> list[TenantMemoryOut]:
+    """Read a tenant's memory entries: only while it has opted in; audited in its own chain
+    first, in the same transaction (no audit row, no read)."""
+    rt = runtime(request)
+
+    def read(tx: Connection) -> list[TenantMemoryOut]:
+        entries, _ = memory.list_entries(tx, tenant, limit=MAX_PAGE)
+        return [
+            TenantMemoryOut(
+                id=e.id, key=e.key, content=e.content, version=e.version, updated_at=e.updated_at
+            )
+            for e in entries
+        ]
+
+    return rt.operator_access.read(
+        ctx, tenant, what="memory", reason=body.reason, break_glass=body.break_glass, read=read
+    )
+
+
+@router.post("/api/operator/tenants/{tenant}/memory/delete", status_code=204)
+def operator_delete_memory(
+    tenant: UUID, body: OperatorDeleteIn, ctx: DataDelete, request: Request
+) -> Response:
+    """Delete (softly, restorable by the tenant) one memory entry of a tenant: refused with
+    the reason unless the tenant opted in."""
+    rt = runtime(request)
+    rt.operator_access.delete(
+        ctx,
+        tenant,
+        what=f"memory:{body.id}",
+        reason=body.reason,
+        change=lambda tx, as_operator: memory.delete(tx, as_operator, body.id, now=rt.clock.now()),
+    )
+    return Response(status_code=204)
