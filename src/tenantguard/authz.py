@@ -13,6 +13,8 @@ token says (`in_realm`, checked by the gateway on every request).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from uuid import UUID
@@ -100,6 +102,22 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         ),
     }
 )
+
+
+def _policy_version() -> str:
+    """A digest of the matrix above: every audit event names the policy that decided it, so an
+    auditor can tell which rules were in force (and spot a change between two events)."""
+    document = {
+        "actions": sorted(ACTIONS),
+        "roles": {role: sorted(actions) for role, actions in sorted(ROLE_ACTIONS.items())},
+        "sensitive": sorted(SENSITIVE_ACTIONS),
+        "both_realms": sorted(BOTH_REALMS),
+    }
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+    return f"authz:{digest[:16]}"
+
+
+POLICY_VERSION = _policy_version()
 
 
 def roles_of(tenant_id: UUID) -> tuple[str, ...]:

@@ -306,7 +306,10 @@ def run_demo(*, data_root: Path | None, console: Console) -> bool:
     clock = SystemClock()
     console.print(f"[bold]tenantguard demo[/bold] — data under {root}")
     try:
-        with endpoints(settings.database()) as found, Database(found.app_url) as db:
+        with (
+            endpoints(settings.database()) as found,
+            Database(found.app_url, application_name="tenantguard-gateway") as db,
+        ):
             console.print("embedded PostgreSQL started; roles provisioned; migrations applied")
             a = create_tenant(db, name="Acme", actor=_DEMO, request_id="demo-a", now=clock.now())
             b = create_tenant(db, name="Globex", actor=_DEMO, request_id="demo-b", now=clock.now())

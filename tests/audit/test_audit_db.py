@@ -4,6 +4,7 @@ tampering by the owner detected."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -11,8 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import errors as pg_errors
 
-from tenantguard.audit import list_events, verify_tenant
-from tenantguard.data.tenants import NewTenant
+from tenantguard.audit import iter_events, list_events, verify_tenant
+from tenantguard.authz import POLICY_VERSION
+from tenantguard.context import Principal
+from tenantguard.data.tenants import NewTenant, create_tenant
 from tenantguard.db import Database
 from tenantguard.testing import TestDatabase
 
@@ -147,3 +150,39 @@ def test_events_list_only_the_callers_tenant(
     assert [e["seq"] for e in listed] == [0, 1]
     assert str(b.tenant_id) not in str(listed)
     assert all(len(e["chain_hash"]) == 64 for e in listed)
+
+
+def test_events_name_the_policy_and_the_service_and_both_are_hashed(
+    pg: TestDatabase, make_tenant: Callable[[str], NewTenant], clock: Any
+) -> None:
+    """New events are format 2: the authorisation matrix's version and the writing service's
+    application_name are recorded, and an owner who edits either is caught by verification."""
+    with Database(pg.app_url, application_name="tenantguard-cli") as db:
+        tenant = create_tenant(
+            db, name="t", actor=Principal("system", "tests"), request_id="v2", now=clock.now()
+        )
+        with db.tenant_transaction(tenant.tenant_id) as tx:
+            events = list(iter_events(tx, tenant_id=tenant.tenant_id))
+    assert {(e.format, e.policy_version, e.source) for e in events} == {
+        (2, POLICY_VERSION, "tenantguard-cli")
+    }
+    with psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True) as owner:
+        owner.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant.tenant_id),))
+        owner.execute(
+            "ALTER TABLE tenantguard.audit_events DISABLE TRIGGER audit_events_append_only"
+        )
+        try:
+            owner.execute(
+                "UPDATE tenantguard.audit_events SET source = 'tenantguard-gateway'"
+                " WHERE tenant_id = %s AND seq = 0",
+                (tenant.tenant_id,),
+            )
+        finally:
+            owner.execute(
+                "ALTER TABLE tenantguard.audit_events ENABLE TRIGGER audit_events_append_only"
+            )
+    with Database(pg.app_url) as db, db.tenant_transaction(tenant.tenant_id) as tx:
+        verdict = verify_tenant(tx, tenant_id=tenant.tenant_id)
+    assert verdict.first_bad_seq == 0
+    assert verdict.problem is not None
+    assert "modified" in verdict.problem

@@ -130,3 +130,23 @@ def test_events_of_another_tenant_do_not_verify_in_a_chain() -> None:
     """A chain must belong to one tenant."""
     mixed = make_chain(2) + make_chain(3, tenant=uuid4())[2:]
     assert verify_chain(mixed).problem == "event belongs to another tenant"
+
+
+def test_format_2_hashes_the_policy_version_and_the_source() -> None:
+    """A v2 event commits to the policy that decided it and the service that wrote it: change
+    either and the hash changes. A v1 event (the spine's) cannot claim them."""
+    (event,) = make_chain(1)
+    fields = {
+        f.name: getattr(event, f.name)
+        for f in dataclasses.fields(event)
+        if f.name not in ("event_hash", "chain_hash")
+    }
+    v2 = {**fields, "format": 2, "policy_version": "authz:abc", "source": "tenantguard-gateway"}
+    base = hash_event(encode_event(**v2))
+    assert base != hash_event(encode_event(**fields))
+    assert base != hash_event(encode_event(**{**v2, "policy_version": "authz:abd"}))
+    assert base != hash_event(encode_event(**{**v2, "source": "tenantguard-cli"}))
+    with pytest.raises(ValueError, match="format 1"):
+        encode_event(**{**fields, "source": "tenantguard-gateway"})
+    with pytest.raises(ValueError, match="unknown"):
+        encode_event(**{**fields, "format": 3})

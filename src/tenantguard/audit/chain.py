@@ -21,7 +21,10 @@ from typing import Literal
 from uuid import UUID
 
 GENESIS = bytes(32)
-FORMAT_VERSION = 1
+# v1: the spine's events. v2 adds the policy version that decided and the source service.
+# Each row records its format, and is hashed in it, so old events verify as they were written.
+FORMAT_VERSION = 2
+FORMATS = (1, 2)
 _DOMAIN = b"tenantguard.audit.event.v1\x00"
 
 Outcome = Literal["success", "failure", "denied"]
@@ -74,6 +77,9 @@ class AuditEvent:
     payload: str  # canonical JSON text, hashed exactly as stored
     event_hash: bytes
     chain_hash: bytes
+    format: int = 1
+    policy_version: str = ""  # the authorisation policy (and later, policy pack) that decided
+    source: str = ""  # the service that wrote it (its database application_name)
 
     def canonical(self) -> bytes:
         return encode_event(
@@ -90,6 +96,9 @@ class AuditEvent:
             reason=self.reason,
             request_id=self.request_id,
             payload=self.payload,
+            format=self.format,
+            policy_version=self.policy_version,
+            source=self.source,
         )
 
 
@@ -108,10 +117,15 @@ def encode_event(
     reason: str,
     request_id: str,
     payload: str,
+    format: int = 1,
+    policy_version: str = "",
+    source: str = "",
 ) -> bytes:
-    """The canonical bytes of an event: every field but the hashes."""
-    document = {
-        "v": FORMAT_VERSION,
+    """The canonical bytes of an event: every field but the hashes, in its format."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown audit event format {format}")
+    document: dict[str, object] = {
+        "v": format,
         "tenant_id": str(tenant_id),
         "seq": seq,
         "id": str(id),
@@ -126,6 +140,11 @@ def encode_event(
         "request_id": request_id,
         "payload": payload,
     }
+    if format >= 2:
+        document["policy_version"] = policy_version
+        document["source"] = source
+    elif policy_version or source:
+        raise ValueError("format 1 events carry no policy version or source")
     return canonical_json(document).encode("utf-8")
 
 

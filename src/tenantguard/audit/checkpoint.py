@@ -60,26 +60,50 @@ def key_hash(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public_key).digest()[:4]
 
 
-def sign(checkpoint: Checkpoint, key: SigningKey, *, key_name: str) -> str:
-    """The signed note of `checkpoint` under the platform's active key."""
+def sign_text(text: str, key: SigningKey, *, key_name: str) -> str:
+    """A signed note of `text` (non-empty lines, each ending in a newline) under `key`."""
     if not key_name or any(c.isspace() or c == "+" for c in key_name):
         raise ValueError("a note key name has no spaces and no '+'")
-    text = checkpoint.text()
+    if not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
+        raise ValueError("a note's text is non-empty lines, each ending in a newline")
     signature = key_hash(key_name, key.public_bytes()) + key.sign(text.encode())
     return f"{text}\n{_DASH} {key_name} {base64.b64encode(signature).decode()}\n"
 
 
-def _failed(why: str) -> AuditVerificationFailed:
-    return AuditVerificationFailed(f"The checkpoint does not verify: {why}.")
+def sign(checkpoint: Checkpoint, key: SigningKey, *, key_name: str) -> str:
+    """The signed note of `checkpoint` under the platform's active key."""
+    return sign_text(checkpoint.text(), key, key_name=key_name)
+
+
+def _failed(why: str, what: str = "checkpoint") -> AuditVerificationFailed:
+    return AuditVerificationFailed(f"The {what} does not verify: {why}.")
+
+
+def split_note(note: str, *, what: str = "checkpoint") -> tuple[str, list[tuple[str, bytes]]]:
+    """The signed text of a note and its signature lines as (key name, signature bytes).
+    Nothing here is trusted yet: `check_signatures` checks them."""
+    if len(note) > MAX_NOTE or not note.endswith("\n") or "\n\n" not in note:
+        raise _failed("it is not a signed note", what)
+    text, _, signatures = note.partition("\n\n")
+    text += "\n"
+    found: list[tuple[str, bytes]] = []
+    for line in signatures.split("\n")[:-1]:
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != _DASH:
+            raise _failed("a signature line is malformed", what)
+        try:
+            found.append((parts[1], base64.b64decode(parts[2], validate=True)))
+        except binascii.Error as exc:
+            raise _failed("a signature line is malformed", what) from exc
+    if not found:
+        raise _failed("it carries no signature", what)
+    return text, found
 
 
 def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]], str]:
     """The checkpoint, its signature lines as (key name, signature bytes), and the signed text.
     Nothing here is trusted yet: `verify` checks the signatures."""
-    if len(note) > MAX_NOTE or not note.endswith("\n") or "\n\n" not in note:
-        raise _failed("it is not a signed note")
-    text, _, signatures = note.partition("\n\n")
-    text += "\n"
+    text, found = split_note(note)
     lines = text.split("\n")[:-1]
     if len(lines) != 4 or not lines[3].startswith("time "):
         raise _failed("it does not have the checkpoint's four lines")
@@ -93,18 +117,43 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]], str]:
         raise _failed("a line is malformed") from exc
     if len(root) != HASH_SIZE or not origin:
         raise _failed("a line is malformed")
-    found: list[tuple[str, bytes]] = []
-    for line in signatures.split("\n")[:-1]:
-        parts = line.split(" ")
-        if len(parts) != 3 or parts[0] != _DASH:
-            raise _failed("a signature line is malformed")
-        try:
-            found.append((parts[1], base64.b64decode(parts[2], validate=True)))
-        except binascii.Error as exc:
-            raise _failed("a signature line is malformed") from exc
-    if not found:
-        raise _failed("it carries no signature")
     return Checkpoint(origin, int(size_line), root, signed_at), found, text
+
+
+def check_signatures(
+    text: str,
+    signatures: Sequence[tuple[str, bytes]],
+    keys: Sequence[PublicKey],
+    *,
+    key_name: str,
+    at: datetime,
+    what: str = "checkpoint",
+) -> None:
+    """Every signature under `key_name` must verify `text` with one of `keys` valid at `at`;
+    there must be at least one. Signatures by other names are ignored (co-signatures)."""
+    ours = [sig for name, sig in signatures if name == key_name]
+    if not ours:
+        raise _failed("no signature by the platform's key", what)
+    for signature in ours:
+        if len(signature) != 4 + 64:
+            raise _failed("a signature has the wrong length", what)
+        candidates = [
+            k
+            for k in keys
+            if key_hash(key_name, k.public_key) == signature[:4] and k.verifies_at(at)
+        ]
+        if not candidates:
+            raise _failed("signed by an unknown key, or one not valid at its time", what)
+        for key in candidates:
+            try:
+                Ed25519PublicKey.from_public_bytes(key.public_key).verify(
+                    signature[4:], text.encode()
+                )
+                break
+            except InvalidSignature:
+                continue
+        else:
+            raise _failed("a signature is wrong", what)
 
 
 def verify(
@@ -117,28 +166,5 @@ def verify(
     checkpoint, signatures, text = parse(note)
     if origin is not None and checkpoint.origin != origin:
         raise _failed("it is the checkpoint of another log")
-    ours = [sig for name, sig in signatures if name == key_name]
-    if not ours:
-        raise _failed("no signature by the platform's key")
-    for signature in ours:
-        if len(signature) != 4 + 64:
-            raise _failed("a signature has the wrong length")
-        candidates = [
-            k
-            for k in keys
-            if key_hash(key_name, k.public_key) == signature[:4]
-            and k.verifies_at(checkpoint.signed_at)
-        ]
-        if not candidates:
-            raise _failed("signed by an unknown key, or one not valid at its time")
-        for key in candidates:
-            try:
-                Ed25519PublicKey.from_public_bytes(key.public_key).verify(
-                    signature[4:], text.encode()
-                )
-                break
-            except InvalidSignature:
-                continue
-        else:
-            raise _failed("a signature is wrong")
+    check_signatures(text, signatures, keys, key_name=key_name, at=checkpoint.signed_at)
     return checkpoint

@@ -53,6 +53,9 @@ def _event_line(event: AuditEvent) -> dict[str, Any]:
         "payload": event.payload,
         "event_hash": event.event_hash.hex(),
         "chain_hash": event.chain_hash.hex(),
+        "format": event.format,
+        "policy_version": event.policy_version,
+        "source": event.source,
     }
 
 
@@ -240,4 +243,7 @@ def _event(record: dict[str, Any], tenant_id: UUID) -> AuditEvent:
         payload=str(record["payload"]),
         event_hash=bytes.fromhex(str(record["event_hash"])),
         chain_hash=bytes.fromhex(str(record["chain_hash"])),
+        format=int(record.get("format", 1)),
+        policy_version=str(record.get("policy_version", "")),
+        source=str(record.get("source", "")),
     )

@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 import psycopg
 
 from tenantguard.audit.chain import (
+    FORMAT_VERSION,
     GENESIS,
     AuditEvent,
     ChainVerdict,
@@ -28,6 +29,7 @@ from tenantguard.audit.chain import (
     link,
     verify_chain,
 )
+from tenantguard.authz import POLICY_VERSION
 from tenantguard.context import Principal, TenantContext
 from tenantguard.db.pool import Connection
 from tenantguard.errors import AuditUnavailable
@@ -35,7 +37,8 @@ from tenantguard.redaction import redact_value
 
 EVENT_COLUMNS = (
     "tenant_id, seq, id, occurred_at, actor_type, actor_id, action, target_type, target_id,"
-    " outcome, reason, request_id, payload, event_hash, chain_hash"
+    " outcome, reason, request_id, payload, event_hash, chain_hash, format, policy_version,"
+    " source"
 )
 _COLUMNS = EVENT_COLUMNS
 
@@ -51,6 +54,7 @@ class AuditRecord:
     target_id: str = ""
     reason: str = ""
     payload: Mapping[str, Any] | None = None
+    policy_version: str = POLICY_VERSION  # the authorisation matrix in force, by default
 
 
 def append(
@@ -59,10 +63,14 @@ def append(
     """Append `record` to `tenant_id`'s chain in `conn`'s transaction. Fails closed."""
     try:
         payload = canonical_json(redact_value(dict(record.payload or {})))
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+        # The lock, and which service writes (the connection's application_name), in one
+        # round trip.
+        locked = conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0)),"
+            " current_setting('application_name')",
             (f"tenantguard.audit:{tenant_id}",),
-        )
+        ).fetchone()
+        source = str(locked[1]) if locked is not None else ""
         head = conn.execute(
             "SELECT seq, chain_hash FROM tenantguard.audit_events WHERE tenant_id = %s"
             " ORDER BY seq DESC LIMIT 1",
@@ -83,12 +91,15 @@ def append(
             "reason": record.reason,
             "request_id": request_id,
             "payload": payload,
+            "format": FORMAT_VERSION,
+            "policy_version": record.policy_version,
+            "source": source,
         }
         event_hash = hash_event(encode_event(**fields))
         event = AuditEvent(**fields, event_hash=event_hash, chain_hash=link(previous, event_hash))
         conn.execute(
             f"INSERT INTO tenantguard.audit_events ({_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             _row(event),
         )
     except (psycopg.Error, TypeError, ValueError) as exc:
@@ -143,6 +154,9 @@ def _row(event: AuditEvent) -> tuple[object, ...]:
         event.payload,
         event.event_hash,
         event.chain_hash,
+        event.format,
+        event.policy_version,
+        event.source,
     )
 
 

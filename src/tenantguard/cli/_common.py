@@ -32,5 +32,8 @@ def load_settings(**overrides: object) -> Settings:
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[Database]:
     config = settings.database()
-    with endpoints(config) as found, Database(found.app_url, min_size=1, max_size=2) as db:
+    with (
+        endpoints(config) as found,
+        Database(found.app_url, min_size=1, max_size=2, application_name="tenantguard-cli") as db,
+    ):
         yield db

@@ -91,11 +91,14 @@ class Database:
         max_size: int = 10,
         checkout_timeout: float = 10.0,
         open_timeout: float = 15.0,
+        application_name: str = "tenantguard",
     ) -> None:
+        """`application_name` names the service in PostgreSQL and in every audit event it
+        writes (its `source`)."""
         self._open_timeout = open_timeout
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             app_url.get_secret_value(),
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "application_name": application_name},
             min_size=min_size,
             max_size=max_size,
             reset=_reset,

@@ -73,7 +73,12 @@ def create_app(
                 config = settings.database()
                 found = stack.enter_context(endpoints(config))
                 db = stack.enter_context(
-                    Database(found.app_url, min_size=config.pool_min, max_size=config.pool_max)
+                    Database(
+                        found.app_url,
+                        min_size=config.pool_min,
+                        max_size=config.pool_max,
+                        application_name="tenantguard-gateway",
+                    )
                 )
             with db.system_transaction() as tx:
                 report = examine(tx)

@@ -35,6 +35,9 @@ class AuditEventOut(BaseModel):
     payload: str
     event_hash: str
     chain_hash: str
+    format: int
+    policy_version: str
+    source: str
 
     @classmethod
     def of(cls, event: AuditEvent) -> AuditEventOut:
@@ -53,6 +56,9 @@ class AuditEventOut(BaseModel):
             payload=event.payload,
             event_hash=event.event_hash.hex(),
             chain_hash=event.chain_hash.hex(),
+            format=event.format,
+            policy_version=event.policy_version,
+            source=event.source,
         )
 
 
