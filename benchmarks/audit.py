@@ -32,7 +32,9 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tenantguard.audit import checkpoint as notes
 from tenantguard.audit import merkle
 from tenantguard.audit.chain import (
     GENESIS,
@@ -43,9 +45,10 @@ from tenantguard.audit.chain import (
     link,
     verify_chain,
 )
-from tenantguard.audit.export import FORMAT, _event_line, verify_export
+from tenantguard.audit.export import FORMAT, _event_line, seal_text, verify_export
 from tenantguard.audit.store import AuditRecord, append
 from tenantguard.context import Principal
+from tenantguard.crypto import signing
 from tenantguard.db import Database
 from tenantguard.testing import embedded_test_database
 
@@ -219,28 +222,51 @@ def main() -> None:
         )
 
     buffer = io.StringIO()
-    _export_for(buffer, events)
+    key = _export_for(buffer, events)
     started = time.perf_counter()
-    verdict = verify_export(buffer.getvalue().splitlines(keepends=True))
+    verdict = verify_export(buffer.getvalue().splitlines(keepends=True), trusted_keys=[key])
     export_rate = verdict.events / (time.perf_counter() - started)
     print(f"\noffline export verification: {export_rate:,.0f} events/s ({verdict.events} events)")
 
 
-def _export_for(out: io.StringIO, events: list[AuditEvent]) -> None:
+def _export_for(out: io.StringIO, events: list[AuditEvent]) -> signing.PublicKey:
     """An export of synthetic events, line for line as `write_export` writes them (it reads
-    from the database; these events never were in one)."""
+    from the database; these events never were in one), sealed by a key of its own."""
+    private = Ed25519PrivateKey.generate()
+    signer = signing.SigningKey("bench", private)
+    public = signing.PublicKey(
+        signing.thumbprint(signer.public_bytes()),
+        signer.public_bytes(),
+        datetime(2000, 1, 1, tzinfo=UTC),
+        None,
+    )
+    leaves = [merkle.leaf_hash(e.event_hash) for e in events]
+    seal = notes.sign_text(
+        seal_text(
+            key_name="bench",
+            tenant_id=events[0].tenant_id,
+            events=len(events),
+            root=merkle.root(leaves),
+            head=events[-1].chain_hash,
+            at=datetime(2026, 1, 1, tzinfo=UTC),
+        ),
+        signer,
+        key_name="bench",
+    )
     header = {
         "kind": "header",
         "format": FORMAT,
         "tenant_id": str(events[0].tenant_id),
-        "origin": "bench",
+        "origin": notes.origin_of("bench", events[0].tenant_id),
         "key_name": "bench",
         "events": len(events),
         "exported_at": "2026-01-01T00:00:00.000000Z",
     }
     out.write(json.dumps(header) + "\n")
+    out.write(json.dumps({"kind": "seal", "note": seal}) + "\n")
     for event in events:
         out.write(json.dumps(_event_line(event), sort_keys=True) + "\n")
+    return public
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "api_keys:read": "list API keys (never their secrets)",
         "audit:checkpoint": "sign a checkpoint of the tenant's audit log now",
         "audit:read": "read the tenant's audit events, checkpoints and proofs",
+        "evidence:export": "build a signed evidence pack of the tenant's audit and controls",
         "memory:read": "read memory entries, deleted ones and their versions",
         "memory:write": "create, change, delete and restore memory entries",
         "model_providers:read": "list the tenant's model providers",
@@ -91,7 +92,7 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
                 "sessions:self",
             }
         ),
-        "auditor": _READS | {"sessions:self", "audit:checkpoint"},
+        "auditor": _READS | {"sessions:self", "audit:checkpoint", "evidence:export"},
         "operator": frozenset(
             {
                 "sessions:self",

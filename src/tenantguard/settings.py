@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     audit_nats_subject: str = Field(
         default="tenantguard.audit.checkpoints", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
     )
+    # The JUnit XML of this build's test run, whose security suites evidence packs summarise.
+    evidence_test_results: Path | None = None
     # UNSAFE, for local test identity providers only: accept http:// and loopback hosts as
     # OIDC issuers and endpoints, SAML sign-on and ACS URLs. Off in any real deployment.
     unsafe_loopback_sso: bool = False

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from tenantguard.audit.checkpoints import Checkpointer
 from tenantguard.audit.export import verify_export
 from tenantguard.cli import app
+from tenantguard.context import PLATFORM_TENANT_ID
+from tenantguard.crypto import signing
 from tenantguard.crypto.kek import LocalKek
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data.tenants import NewTenant
@@ -70,18 +72,45 @@ def exported(
         app, ["audit", "export", "--tenant", str(tenant.tenant_id), "--output", str(path)]
     )
     assert result.exit_code == 0, result.output
-    checked = runner.invoke(app, ["audit", "verify", str(path)])
+    unpinned = runner.invoke(app, ["audit", "verify", str(path)])
+    assert unpinned.exit_code == 2  # no trust anchor, no verdict
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps(_key_list(db)))
+    checked = runner.invoke(app, ["audit", "verify", str(path), "--trusted-keys", str(keys)])
     assert checked.exit_code == 0, checked.output
     assert "export verifies" in " ".join(checked.stdout.split())
     return path.read_text().splitlines(keepends=True)
+
+
+def _key_list(db: Database) -> list[dict[str, Any]]:
+    with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        keys = signing.all_public_keys(tx)
+    return [
+        {
+            "kid": k.kid,
+            "public_key": k.public_key.hex(),
+            "created_at": k.created_at.isoformat(),
+            "verify_until": None if k.verify_until is None else k.verify_until.isoformat(),
+        }
+        for k in keys
+    ]
+
+
+@pytest.fixture
+def trusted(db: Database) -> list[signing.PublicKey]:
+    """The platform's keys, as an auditor would pin them."""
+    return signing.trusted_keys(_key_list(db))
 
 
 def _kinds(lines: list[str]) -> list[str]:
     return [json.loads(line)["kind"] for line in lines]
 
 
-def test_an_intact_export_verifies_from_the_file_alone(exported: list[str]) -> None:
-    verdict = verify_export(exported)
+def test_an_intact_export_verifies_from_the_file_alone(
+    exported: list[str], trusted: list[signing.PublicKey]
+) -> None:
+    verdict = verify_export(exported, trusted_keys=trusted)
+    assert verdict.keys_pinned
     kinds = _kinds(exported)
     assert verdict.events == kinds.count("event") == 5  # tenant creation (2) and three users
     # Two, each stored and witnessed: the export carries each note once.
@@ -115,11 +144,8 @@ def _cases(lines: list[str]) -> dict[str, tuple[list[str], str]]:
             f"line {first + 1}",
         ),
         "added event": ([*lines, lines[last]], f"line {len(lines) + 1}"),
-        "cut back, header fixed up": (cut, "checkpoint"),
-        "swapped key": (
-            _edit(lines, key, public_key="A" * 43 + "="),
-            "checkpoint",
-        ),
+        "cut back, header fixed up": (cut, "seal"),
+        "swapped key": (_edit(lines, key, public_key="A" * 43 + "="), f"line {key + 1}"),
         "forged checkpoint": (
             _edit(lines, checkpoint, note=note.replace("\n5\n", "\n4\n").replace("\n2\n", "\n1\n")),
             f"line {checkpoint + 1}",
@@ -141,10 +167,12 @@ def _cases(lines: list[str]) -> dict[str, tuple[list[str], str]]:
         "not JSON",
     ],
 )
-def test_every_change_is_refused_at_the_first_bad_entry(exported: list[str], case: str) -> None:
+def test_every_change_is_refused_at_the_first_bad_entry(
+    exported: list[str], trusted: list[signing.PublicKey], case: str
+) -> None:
     forged, where = _cases(exported)[case]
     with pytest.raises(AuditVerificationFailed) as caught:
-        verify_export(forged)
+        verify_export(forged, trusted_keys=trusted)
     assert where in caught.value.detail
 
 
@@ -152,6 +180,6 @@ def test_the_cli_reports_the_first_bad_entry(exported: list[str], tmp_path: Path
     forged, where = _cases(exported)["edited event"]
     path = tmp_path / "forged.jsonl"
     path.write_text("".join(forged))
-    result = runner.invoke(app, ["audit", "verify", str(path)])
+    result = runner.invoke(app, ["audit", "verify", str(path), "--trust-embedded-keys"])
     assert result.exit_code == 1
     assert where in " ".join(result.output.split())

@@ -166,3 +166,12 @@ def test_proofs_the_log_cannot_have_are_invalid_requests() -> None:
     for first, second in ((0, 3), (4, 3), (3, 9)):
         with pytest.raises(RequestInvalid):
             merkle.consistency_proof(first, second, LEAVES)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=0, max_value=80), st.data())
+def test_prefix_roots_in_one_pass_equal_each_tree(n: int, data: st.DataObject) -> None:
+    leaves = _leaves(n)
+    sizes = data.draw(st.lists(st.integers(min_value=0, max_value=n), max_size=10))
+    found = merkle.prefix_roots(leaves, sizes)
+    assert found == {size: merkle.root(leaves[:size]) for size in set(sizes)}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from tenantguard.errors import AuditVerificationFailed
 
 _ED25519 = b"\x01"
 _DASH = "\u2014"  # the em dash that starts a signature line
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
 MAX_NOTE = 4096
 
 
@@ -108,7 +110,9 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes]], str]:
     if len(lines) != 4 or not lines[3].startswith("time "):
         raise _failed("it does not have the checkpoint's four lines")
     origin, size_line, root_line, time_line = lines
-    if not size_line.isdigit() or (size_line != "0" and size_line.startswith("0")):
+    # ASCII decimal without leading zeros, below 2**63: one text per checkpoint (str.isdigit
+    # would take superscripts and fullwidth digits, and int() accepts some of them).
+    if not _SIZE.fullmatch(size_line) or int(size_line) >= 2**63:
         raise _failed("a line is malformed")
     try:
         root = base64.b64decode(root_line, validate=True)
@@ -128,19 +132,24 @@ def check_signatures(
     key_name: str,
     at: datetime,
     what: str = "checkpoint",
-) -> None:
+) -> str:
     """Every signature under `key_name` must verify `text` with one of `keys` valid at `at`;
-    there must be at least one. Signatures by other names are ignored (co-signatures)."""
+    there must be at least one. Signatures by other names are ignored (co-signatures).
+    Returns the kid of the key that verified. Notes carry whole seconds, so a key counts
+    from the start of the second it was made in."""
     ours = [sig for name, sig in signatures if name == key_name]
     if not ours:
         raise _failed("no signature by the platform's key", what)
+    verified = ""
     for signature in ours:
         if len(signature) != 4 + 64:
             raise _failed("a signature has the wrong length", what)
         candidates = [
             k
             for k in keys
-            if key_hash(key_name, k.public_key) == signature[:4] and k.verifies_at(at)
+            if key_hash(key_name, k.public_key) == signature[:4]
+            and k.created_at.replace(microsecond=0) <= at
+            and (k.verify_until is None or at < k.verify_until)
         ]
         if not candidates:
             raise _failed("signed by an unknown key, or one not valid at its time", what)
@@ -149,11 +158,13 @@ def check_signatures(
                 Ed25519PublicKey.from_public_bytes(key.public_key).verify(
                     signature[4:], text.encode()
                 )
+                verified = key.kid
                 break
             except InvalidSignature:
                 continue
         else:
             raise _failed("a signature is wrong", what)
+    return verified
 
 
 def verify(
@@ -168,3 +179,14 @@ def verify(
         raise _failed("it is the checkpoint of another log")
     check_signatures(text, signatures, keys, key_name=key_name, at=checkpoint.signed_at)
     return checkpoint
+
+
+def verify_with_kid(
+    note: str, keys: Sequence[PublicKey], *, key_name: str, origin: str
+) -> tuple[Checkpoint, str]:
+    """`verify`, also naming the key that signed."""
+    checkpoint, signatures, text = parse(note)
+    if checkpoint.origin != origin:
+        raise _failed("it is the checkpoint of another log")
+    kid = check_signatures(text, signatures, keys, key_name=key_name, at=checkpoint.signed_at)
+    return checkpoint, kid

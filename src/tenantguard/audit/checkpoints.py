@@ -17,6 +17,7 @@ the database an insider controls (the witness copy is outside it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -111,10 +112,24 @@ def _write_durably(path: Path, data: str) -> None:
 
 
 def witnessed(witness_dir: Path, tenant_id: UUID) -> list[str]:
+    """The tenant's witnessed notes. A witness entry that is not a small regular file of UTF-8
+    text is evidence of tampering, not something to skip: it fails verification."""
     folder = witness_dir / str(tenant_id)
     if not folder.is_dir():
         return []
-    return [p.read_text() for p in sorted(folder.glob("*.checkpoint"))]
+    found = []
+    for path in sorted(folder.glob("*.checkpoint")):
+        if path.is_symlink() or not path.is_file():
+            raise AuditVerificationFailed(f"The witness entry {path.name} is not a plain file.")
+        with path.open("rb") as handle:
+            raw = handle.read(notes.MAX_NOTE + 1)
+        try:
+            found.append(raw.decode())
+        except UnicodeDecodeError as exc:
+            raise AuditVerificationFailed(
+                f"The witness copy {path.name} is not a checkpoint note."
+            ) from exc
+    return found
 
 
 class Checkpointer:
@@ -141,37 +156,59 @@ class Checkpointer:
         self, tenant_id: UUID, *, only_if_grown: bool = False
     ) -> StoredCheckpoint | None:
         """Sign, store and witness a checkpoint of the tenant's log now (with `only_if_grown`,
-        only when the log is larger than at the latest checkpoint)."""
+        only when the log is larger than at the latest checkpoint). The witness copy (and the
+        stream's acknowledgement) come before the commit; a copy whose row did not commit is
+        removed again."""
         with self._db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
             key = signing.active(tx, self._keyring)  # fetched first: no key, no checkpoint
-        now = self._clock.now()
-        with self._db.tenant_transaction(tenant_id) as tx:
-            leaves = leaf_hashes(tx, tenant_id)
-            if only_if_grown:
+        now = self._clock.now().replace(microsecond=0)  # the note's precision, in the row too
+        witness: Path | None = None
+        try:
+            with self._db.tenant_transaction(tenant_id) as tx:
+                found = self._sign_and_store(tx, tenant_id, key, now, only_if_grown)
+                if found is None:
+                    return None
+                stamp = now.strftime("%Y%m%dT%H%M%SZ")
+                name = f"{found.tree_size:016d}-{stamp}-{found.id.hex[:8]}.checkpoint"
+                witness = self._config.witness_dir / str(tenant_id) / name
                 try:
-                    if latest(tx, tenant_id).tree_size >= len(leaves):
-                        return None
-                except NotFound:
-                    if not leaves:
-                        return None
-            head = notes.Checkpoint(self.origin(tenant_id), len(leaves), merkle.root(leaves), now)
-            note = notes.sign(head, key, key_name=self.key_name)
-            row = tx.execute(
-                "INSERT INTO tenantguard.audit_checkpoints (tenant_id, id, tree_size, root_hash,"
-                f" signed_at, kid, note) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (tenant_id, uuid4(), head.tree_size, head.root_hash, now, key.kid, note),
-            ).fetchone()
-            assert row is not None  # noqa: S101 (RETURNING of the row just written)
-            found = _stored(row)
-            stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-            name = f"{found.tree_size:016d}-{stamp}-{found.id.hex[:8]}.checkpoint"
-            try:
-                _write_durably(self._config.witness_dir / str(tenant_id) / name, note)
-            except OSError as exc:
-                raise AuditUnavailable("The checkpoint could not be witnessed.") from exc
-            if self._publisher is not None:  # acknowledged by the stream, or not stored
-                self._publisher.publish(tenant_id, found.id, note)
+                    _write_durably(witness, found.note)
+                except OSError as exc:
+                    raise AuditUnavailable("The checkpoint could not be witnessed.") from exc
+                if self._publisher is not None:  # acknowledged by the stream, or not stored
+                    self._publisher.publish(tenant_id, found.id, found.note)
+        except BaseException:
+            if witness is not None:  # written, but the row did not commit: no orphan copy
+                with contextlib.suppress(OSError):
+                    witness.unlink(missing_ok=True)
+            raise
         return found
+
+    def _sign_and_store(
+        self,
+        tx: Connection,
+        tenant_id: UUID,
+        key: signing.SigningKey,
+        now: datetime,
+        only_if_grown: bool,
+    ) -> StoredCheckpoint | None:
+        leaves = leaf_hashes(tx, tenant_id)
+        if only_if_grown:
+            try:
+                if latest(tx, tenant_id).tree_size >= len(leaves):
+                    return None
+            except NotFound:
+                if not leaves:
+                    return None
+        head = notes.Checkpoint(self.origin(tenant_id), len(leaves), merkle.root(leaves), now)
+        note = notes.sign(head, key, key_name=self.key_name)
+        row = tx.execute(
+            "INSERT INTO tenantguard.audit_checkpoints (tenant_id, id, tree_size, root_hash,"
+            f" signed_at, kid, note) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+            (tenant_id, uuid4(), head.tree_size, head.root_hash, now, key.kid, note),
+        ).fetchone()
+        assert row is not None  # noqa: S101 (RETURNING of the row just written)
+        return _stored(row)
 
     def checkpoint_all(self, tenant_ids: Iterable[UUID]) -> int:
         """One scheduled pass: a checkpoint for each tenant whose log grew. A tenant that
@@ -187,6 +224,22 @@ class Checkpointer:
     def check_against(self, tenant_id: UUID) -> int:
         return verify_checkpoints(self._db, self._config, tenant_id)
 
+    def _problem_of(self, tenant_id: UUID) -> str | None:
+        """What is wrong with the tenant's log, or None. Anything that keeps the check from
+        completing is itself a problem (fail closed): one poisoned tenant cannot end the pass
+        or silence it."""
+        try:
+            with self._db.tenant_transaction(tenant_id) as tx:
+                verdict = verify_tenant(tx, tenant_id=tenant_id)
+            if not verdict.ok:
+                return f"seq {verdict.first_bad_seq}: {verdict.problem}"
+            self.check_against(tenant_id)
+        except AuditVerificationFailed as exc:
+            return exc.detail
+        except Exception as exc:  # noqa: BLE001 (the check could not complete: that is the alarm)
+            return f"the log could not be verified ({type(exc).__name__})"
+        return None
+
     def verify_all(
         self, tenant_ids: Iterable[UUID], *, request_id: str = "audit-verifier"
     ) -> list[UUID]:
@@ -196,14 +249,7 @@ class Checkpointer:
         error log line. Returns the tenants whose log failed."""
         failed: list[UUID] = []
         for tenant_id in tenant_ids:
-            with self._db.tenant_transaction(tenant_id) as tx:
-                verdict = verify_tenant(tx, tenant_id=tenant_id)
-            problem = None if verdict.ok else f"seq {verdict.first_bad_seq}: {verdict.problem}"
-            if problem is None:
-                try:
-                    self.check_against(tenant_id)
-                except AuditVerificationFailed as exc:
-                    problem = exc.detail
+            problem = self._problem_of(tenant_id)
             if problem is None:
                 continue
             failed.append(tenant_id)
@@ -228,29 +274,54 @@ class Checkpointer:
 
 
 def verify_checkpoints(db: Database, config: CheckpointConfig, tenant_id: UUID) -> int:
-    """Verify every stored and witnessed checkpoint of the tenant (signature, origin) and that
-    each is a prefix of the live log. Returns how many were checked; raises
+    """Verify every stored and witnessed checkpoint of the tenant and that each is a prefix of
+    the live log: its signature (by a platform key valid at its time) and origin; each stored
+    row's columns equal to what its note says; every stored note witnessed and every witness
+    copy stored; and each one's root equal to the root of the log's prefix of its size (all
+    roots computed in one pass). Returns how many notes were checked; raises
     `AuditVerificationFailed` at the first that fails."""
     with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
         keys = signing.all_public_keys(tx)
     with db.tenant_transaction(tenant_id) as tx:
         leaves = leaf_hashes(tx, tenant_id)
-        found = [c.note for c in stored(tx, tenant_id)]
-    found += witnessed(config.witness_dir, tenant_id)
+        rows = stored(tx, tenant_id)
+    copies = witnessed(config.witness_dir, tenant_id)
     origin = notes.origin_of(config.origin, tenant_id)
-    for note in found:
-        head = notes.verify(note, keys, key_name=config.origin, origin=origin)
+    heads: dict[str, notes.Checkpoint] = {}
+    for note in dict.fromkeys([*(r.note for r in rows), *copies]):
+        heads[note] = notes.verify(note, keys, key_name=config.origin, origin=origin)
+    for row in rows:
+        head, kid = notes.verify_with_kid(row.note, keys, key_name=config.origin, origin=origin)
+        if (row.tree_size, row.root_hash, row.kid) != (head.tree_size, head.root_hash, kid) or (
+            row.signed_at.replace(microsecond=0) != head.signed_at
+        ):
+            raise AuditVerificationFailed(
+                f"A stored checkpoint row ({row.id}) says other than its signed note."
+            )
+    missing = {r.note for r in rows} - set(copies)
+    orphans = set(copies) - {r.note for r in rows}
+    if missing:
+        raise AuditVerificationFailed(
+            f"{len(missing)} stored checkpoints have no witness copy (removed, or this is not"
+            " the deployment's witness directory)."
+        )
+    if orphans:
+        raise AuditVerificationFailed(
+            f"{len(orphans)} witnessed checkpoints have no stored row: rows were removed."
+        )
+    roots = merkle.prefix_roots(leaves, [h.tree_size for h in heads.values()])
+    for head in heads.values():
         if head.tree_size > len(leaves):
             raise AuditVerificationFailed(
                 f"The log has {len(leaves)} events, fewer than the {head.tree_size} a"
                 " signed checkpoint covers: it was cut back."
             )
-        if merkle.root(leaves[: head.tree_size]) != head.root_hash:
+        if roots[head.tree_size] != head.root_hash:
             raise AuditVerificationFailed(
                 f"The first {head.tree_size} events no longer hash to the signed root:"
                 " history was changed."
             )
-    return len(found)
+    return len(rows) + len(copies)
 
 
 class Periodic:

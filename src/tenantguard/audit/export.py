@@ -1,12 +1,15 @@
 """Audit exports and their offline verification: everything an auditor needs, in one file.
 
-An export is JSON Lines: a header (format, tenant, origin, key name, counts), the platform's
-public signing keys with their validity windows, every signed checkpoint (stored and witnessed),
-then every event with its hashes, in `seq` order. `verify_export` needs nothing else — no
-database, no network, no tenantguard service: it recomputes each event's hash and the chain,
-rebuilds the RFC 6962 tree, checks every checkpoint's signature (by a listed key valid at its
-time) and that its root is the root of the log's prefix of its size. It reports the first bad
-entry precisely.
+An export is JSON Lines: a header (format, tenant, origin, key name, counts), a seal (a note
+signed by the platform key when the export was made, stating its tenant, event count, final
+root and chain head: what it covers), the platform's public signing keys with their validity
+windows, every signed checkpoint (stored and witnessed), then every event with its hashes, in
+`seq` order. `verify_export` needs no database, no network, no tenantguard service: it
+recomputes each event's hash and the chain, rebuilds the RFC 6962 tree, checks the seal and
+every checkpoint (signed by a key valid at its time, each a prefix of the log), and reports the
+first bad entry precisely. Signatures mean something only against keys the verifier trusts:
+pass them (the platform's published keys); the export's own key list is a fallback that the
+CLI uses only when told to, with a warning.
 
 Threat stopped: an audit that can only be checked by trusting the system that wrote it.
 """
@@ -14,10 +17,11 @@ Threat stopped: an audit that can only be checked by trusting the system that wr
 from __future__ import annotations
 
 import base64
+import binascii
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 from uuid import UUID
 
@@ -25,7 +29,7 @@ from tenantguard.audit import checkpoint as notes
 from tenantguard.audit import merkle
 from tenantguard.audit.chain import GENESIS, AuditEvent, format_time, hash_event, link
 from tenantguard.audit.store import iter_events
-from tenantguard.crypto.signing import PublicKey
+from tenantguard.crypto.signing import PublicKey, trusted_keys
 from tenantguard.db.pool import Connection
 from tenantguard.errors import AuditVerificationFailed
 
@@ -59,6 +63,17 @@ def _event_line(event: AuditEvent) -> dict[str, Any]:
     }
 
 
+def seal_text(
+    *, key_name: str, tenant_id: UUID, events: int, root: bytes, head: bytes, at: datetime
+) -> str:
+    """The signed statement of what an export covers (a C2SP-style note text)."""
+    moment = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"{key_name}/audit-export/{tenant_id}\n{events}\n"
+        f"{base64.b64encode(root).decode()}\n{head.hex()}\ntime {moment}\n"
+    )
+
+
 def write_export(
     out: TextIO,
     conn: Connection,
@@ -70,6 +85,7 @@ def write_export(
     checkpoint_notes: list[str],
     event_count: int,
     exported_at: datetime,
+    seal: str,
 ) -> int:
     """Write the export of `tenant_id` (read in `conn`'s transaction); returns events written."""
     header = {
@@ -81,7 +97,7 @@ def write_export(
         "events": event_count,
         "exported_at": format_time(exported_at),
     }
-    lines: list[dict[str, Any]] = [header]
+    lines: list[dict[str, Any]] = [header, {"kind": "seal", "note": seal}]
     lines += [
         {
             "kind": "key",
@@ -111,6 +127,8 @@ class ExportVerdict:
     checkpoints: int
     head: bytes  # the chain hash of the last event
     root: bytes  # the RFC 6962 root of the whole log
+    sealed_at: datetime  # when the platform signed what the export covers
+    keys_pinned: bool  # checked against keys the caller trusts, not the export's own
 
 
 def _fail(where: str, why: str) -> AuditVerificationFailed:
@@ -133,38 +151,37 @@ def _records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
 class _Checker:
     """The state of one offline verification, fed record by record."""
 
-    def __init__(self, header: dict[str, Any]) -> None:
+    def __init__(self, header: dict[str, Any], trusted: Sequence[PublicKey] | None) -> None:
         if header.get("kind") != "header" or header.get("format") != FORMAT:
             raise _fail("line 1", f"not a {FORMAT} header")
         try:
             self.tenant_id = UUID(str(header["tenant_id"]))
             self.origin, self.key_name = str(header["origin"]), str(header["key_name"])
             self.expected = int(header["events"])
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             raise _fail("line 1", "the header is incomplete") from exc
+        if self.origin != notes.origin_of(self.key_name, self.tenant_id):
+            raise _fail("line 1", "the origin is not this tenant's log")
+        self.trusted = trusted
         self.keys: list[PublicKey] = []
         self.notes: list[tuple[int, str]] = []
+        self.seal: tuple[int, str] | None = None
         self.previous, self.leaves = GENESIS, list[bytes]()
 
     def feed(self, number: int, record: dict[str, Any]) -> None:
         kind = record["kind"]
         try:
-            if kind == "key" and not self.leaves:
-                self.keys.append(
-                    PublicKey(
-                        str(record["kid"]),
-                        base64.b64decode(record["public_key"], validate=True),
-                        _required_time(record["created_at"]),
-                        _time(record["verify_until"]),
-                    )
-                )
+            if kind == "seal" and self.seal is None and not self.keys and not self.leaves:
+                self.seal = (number, str(record["note"]))
+            elif kind == "key" and not self.leaves:
+                self.keys.extend(trusted_keys([record]))
             elif kind == "checkpoint" and not self.leaves:
                 self.notes.append((number, str(record["note"])))
             elif kind == "event":
                 self._event(number, _event(record, self.tenant_id))
             else:
                 raise _fail(f"line {number}", f"unexpected {kind!r} record here")
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, binascii.Error) as exc:
             raise _fail(f"line {number}", f"a malformed {kind} record") from exc
 
     def _event(self, number: int, event: AuditEvent) -> None:
@@ -183,10 +200,13 @@ class _Checker:
             raise _fail(
                 "end of export", f"{len(self.leaves)} events, the header says {self.expected}"
             )
+        keys = self.trusted if self.trusted is not None else self.keys
+        sealed_at = self._check_seal(keys)
+        roots = merkle.prefix_roots(self.leaves, [len(self.leaves)])
         for number, note in self.notes:
             where = f"line {number} (checkpoint)"
             try:
-                head = notes.verify(note, self.keys, key_name=self.key_name, origin=self.origin)
+                head = notes.verify(note, keys, key_name=self.key_name, origin=self.origin)
             except AuditVerificationFailed as exc:
                 raise _fail(where, exc.detail) from exc
             if head.tree_size > len(self.leaves):
@@ -200,21 +220,57 @@ class _Checker:
             len(self.leaves),
             len(self.notes),
             self.previous,
-            merkle.root(self.leaves),
+            roots[len(self.leaves)],
+            sealed_at,
+            self.trusted is not None,
         )
+
+    def _check_seal(self, keys: Sequence[PublicKey]) -> datetime:
+        """The seal must be signed, and state exactly this export's extent: a log cut back to
+        an earlier checkpoint (later ones dropped) contradicts it."""
+        if self.seal is None:
+            raise _fail("line 2", "the export carries no seal (what it covers is not signed)")
+        number, note = self.seal
+        where = f"line {number} (seal)"
+        try:
+            text, signatures = notes.split_note(note, what="export seal")
+            lines = text.split("\n")[:-1]
+            if len(lines) != 5 or lines[0] != f"{self.key_name}/audit-export/{self.tenant_id}":
+                raise _fail(where, "it is not this export's seal")
+            at = datetime.strptime(lines[4], "time %Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            notes.check_signatures(
+                text, signatures, keys, key_name=self.key_name, at=at, what="export seal"
+            )
+        except ValueError as exc:
+            raise _fail(where, "it is malformed") from exc
+        except AuditVerificationFailed as exc:
+            raise _fail(where, exc.detail) from exc
+        expected = [
+            str(len(self.leaves)),
+            base64.b64encode(merkle.root(self.leaves)).decode(),
+            self.previous.hex(),
+        ]
+        if lines[1:4] != expected:
+            raise _fail(where, "the export does not hold what its seal says (events cut or added)")
+        return at
 
 
 def verify_export(
-    lines: Iterable[str], *, progress: Callable[[int], None] | None = None
+    lines: Iterable[str],
+    *,
+    trusted_keys: Sequence[PublicKey] | None,
+    progress: Callable[[int], None] | None = None,
 ) -> ExportVerdict:
     """Check an export offline; raise `AuditVerificationFailed` naming the first bad entry.
-    `progress` is called with the number of events checked so far."""
+    `trusted_keys`: the platform keys the caller trusts (None: the export's own list, which
+    proves integrity only against someone who did not also replace the keys). `progress` is
+    called with the number of events checked so far."""
     records = _records(lines)
     try:
         _, header = next(records)
     except StopIteration:
         raise _fail("line 1", "the export is empty") from None
-    checker = _Checker(header)
+    checker = _Checker(header, trusted_keys)
     for number, record in records:
         checker.feed(number, record)
         if progress is not None and record["kind"] == "event":

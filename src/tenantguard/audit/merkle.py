@@ -17,7 +17,7 @@ one); asking for a proof the log cannot have is `RequestInvalid`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from tenantguard.errors import AuditVerificationFailed, RequestInvalid
 
@@ -51,6 +51,32 @@ def _mth(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
 def root(leaves: Sequence[bytes]) -> bytes:
     """The Merkle tree hash of a sequence of leaf hashes (`leaf_hash` of each datum)."""
     return EMPTY_ROOT if not leaves else _mth(leaves, 0, len(leaves))
+
+
+def prefix_roots(leaves: Sequence[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
+    """The roots of the trees of the first `n` leaves for each `n` in `sizes`, in one pass:
+    a stack of perfect subtrees grows with each leaf; a prefix's root folds the stack from the
+    right (the RFC 6962 shape). O(len(leaves) + len(sizes) * log n) hashes, not one tree each."""
+    wanted = sorted({n for n in sizes if 0 <= n <= len(leaves)})
+    found: dict[int, bytes] = {}
+    stack: list[tuple[int, bytes]] = []  # (subtree size, root), sizes strictly decreasing
+    position = 0
+    for n in wanted:
+        while position < n:
+            size, node = 1, leaves[position]
+            while stack and stack[-1][0] == size:
+                left = stack.pop()[1]
+                size, node = size * 2, node_hash(left, node)
+            stack.append((size, node))
+            position += 1
+        if n == 0:
+            found[0] = EMPTY_ROOT
+            continue
+        folded = stack[-1][1]
+        for _, left in reversed(stack[:-1]):
+            folded = node_hash(left, folded)
+        found[n] = folded
+    return found
 
 
 def _check_sizes(index: int, size: int, available: int) -> None:

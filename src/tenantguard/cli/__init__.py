@@ -20,11 +20,13 @@ from rich.table import Table
 
 from tenantguard.audit import verify_tenant
 from tenantguard.cli._common import CLI, database, err, load_settings, out
+from tenantguard.cli.evidence import evidence_app
 from tenantguard.cli.keys import keys_app, signing_app
 from tenantguard.cli.operators import operators_app
 from tenantguard.cli.providers import providers_app
 from tenantguard.clock import SystemClock
 from tenantguard.context import accept_request_id
+from tenantguard.crypto import signing
 from tenantguard.db import endpoints, migrate
 from tenantguard.db.doctor import DoctorReport, examine
 from tenantguard.db.roles import provision
@@ -45,6 +47,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(signing_app, name="signing-keys")
 app.add_typer(providers_app, name="providers")
 app.add_typer(operators_app, name="operators")
+app.add_typer(evidence_app, name="evidence")
 
 
 def print_report(report: DoctorReport, console: Console) -> None:
@@ -229,6 +232,14 @@ def audit_verify(
     tenant: Annotated[
         UUID | None, typer.Option(help="Check this tenant's log in the database instead.")
     ] = None,
+    trusted_keys: Annotated[
+        Path | None,
+        typer.Option(help="The platform keys you trust (its JWKS, or an export's key list)."),
+    ] = None,
+    trust_embedded_keys: Annotated[
+        bool,
+        typer.Option(help="UNSAFE: check an export's signatures against its own key list."),
+    ] = False,
 ) -> None:
     """Verify an audit log: offline from an export (`audit verify EXPORT`), or in the database
     (`--tenant`): the hash chain, the Merkle tree, and every signed checkpoint (stored and
@@ -237,7 +248,7 @@ def audit_verify(
         err.print("give either an export file or --tenant")
         raise typer.Exit(2)
     if export is not None:
-        _verify_export_file(export)
+        _verify_export_file(export, trusted_keys, trust_embedded_keys=trust_embedded_keys)
         return
     assert tenant is not None  # noqa: S101 (checked above)
     from tenantguard.audit.checkpoints import verify_checkpoints  # noqa: PLC0415
@@ -262,30 +273,52 @@ def audit_verify(
     )
 
 
-def _verify_export_file(path: Path) -> None:
+def load_trusted_keys(path: Path) -> list[signing.PublicKey]:
+    try:
+        return signing.trusted_keys(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigurationError(f"{path} is not a key set (a JWKS or a key list).") from exc
+
+
+def _verify_export_file(
+    path: Path, trusted_keys: Path | None, *, trust_embedded_keys: bool
+) -> None:
     from rich.progress import Progress  # noqa: PLC0415
 
     from tenantguard.audit.export import verify_export  # noqa: PLC0415
 
     load_settings()
+    if trusted_keys is None and not trust_embedded_keys:
+        err.print(
+            "give --trusted-keys (the platform's JWKS): signatures checked against the keys an"
+            " export carries prove nothing against whoever also replaced the keys; or, knowing"
+            " that, --trust-embedded-keys"
+        )
+        raise typer.Exit(2)
+    keys = load_trusted_keys(trusted_keys) if trusted_keys is not None else None
     try:
         with path.open(encoding="utf-8") as first:
             total = int(json.loads(first.readline()).get("events", 0))
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):
         total = 0
     try:
         with path.open(encoding="utf-8") as lines, Progress(console=err, transient=True) as bar:
             task = bar.add_task("verifying events", total=total or None)
-            verdict = verify_export(lines, progress=lambda n: bar.update(task, completed=n))
+            verdict = verify_export(
+                lines, trusted_keys=keys, progress=lambda n: bar.update(task, completed=n)
+            )
     except OSError:
         err.print(f"[red]cannot read {path}[/red]")
         raise typer.Exit(2) from None
     except AuditVerificationFailed as exc:
         err.print(f"[red]export does not verify[/red] at {exc.detail}")
         raise typer.Exit(1) from None
+    if not verdict.keys_pinned:
+        err.print("[yellow]warning: signatures were checked against the export's own keys[/yellow]")
     out.print(
-        f"[green]export verifies[/green]: tenant {verdict.tenant_id}, {verdict.events} events,"
-        f" {verdict.checkpoints} signed checkpoints, root {verdict.root.hex()[:16]}…"
+        f"[green]export verifies[/green]: tenant {verdict.tenant_id}, {verdict.events} events"
+        f" as sealed at {verdict.sealed_at:%Y-%m-%dT%H:%M:%SZ}, {verdict.checkpoints} signed"
+        f" checkpoints, root {verdict.root.hex()[:16]}…"
     )
 
 
@@ -295,38 +328,62 @@ def audit_export(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it.")],
 ) -> None:
     """Export a tenant's audit log for offline verification: events, signed checkpoints
-    (stored and witnessed) and the platform's public keys, as JSON Lines."""
-    from tenantguard.audit.checkpoint import origin_of  # noqa: PLC0415
-    from tenantguard.audit.checkpoints import stored, witnessed  # noqa: PLC0415
-    from tenantguard.audit.export import write_export  # noqa: PLC0415
+    (stored and witnessed), the platform's public keys, and a seal signed now stating what the
+    export covers; as JSON Lines."""
+    from tenantguard.audit import checkpoint as notes  # noqa: PLC0415
+    from tenantguard.audit import merkle  # noqa: PLC0415
+    from tenantguard.audit.checkpoints import leaf_hashes, stored, witnessed  # noqa: PLC0415
+    from tenantguard.audit.export import seal_text, write_export  # noqa: PLC0415
     from tenantguard.context import PLATFORM_TENANT_ID  # noqa: PLC0415
-    from tenantguard.crypto import signing  # noqa: PLC0415
+    from tenantguard.crypto.keyring import open_keyring  # noqa: PLC0415
 
     settings = load_settings()
     config = settings.checkpoints()
-    with database(settings) as db:
-        with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
-            keys = signing.all_public_keys(tx)
-        with db.tenant_transaction(tenant) as tx:
-            # Checkpoints first, then the count: every checkpoint is of a prefix of what follows.
-            found = [c.note for c in stored(tx, tenant)]
-            found += [n for n in witnessed(config.witness_dir, tenant) if n not in found]
-            row = tx.execute(
-                "SELECT count(*) FROM tenantguard.audit_events WHERE tenant_id = %s", (tenant,)
-            ).fetchone()
-            count = int(row[0]) if row else 0
-            with output.open("w", encoding="utf-8") as out_file:
-                written = write_export(
-                    out_file,
-                    tx,
-                    tenant_id=tenant,
-                    origin=origin_of(config.origin, tenant),
+    clock = SystemClock()
+    ring = open_keyring(settings, clock=clock, create=False)
+    try:
+        with database(settings) as db:
+            with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+                keys = signing.all_public_keys(tx)
+                key = signing.active(tx, ring)
+            with db.tenant_transaction(tenant) as tx:
+                # Checkpoints first, then the leaves: each checkpoint is of a prefix of them.
+                found = [c.note for c in stored(tx, tenant)]
+                found += [n for n in witnessed(config.witness_dir, tenant) if n not in found]
+                leaves = leaf_hashes(tx, tenant)
+                head_row = tx.execute(
+                    "SELECT chain_hash FROM tenantguard.audit_events WHERE tenant_id = %s"
+                    " AND seq = %s",
+                    (tenant, len(leaves) - 1),
+                ).fetchone()
+                now = clock.now()
+                seal = notes.sign_text(
+                    seal_text(
+                        key_name=config.origin,
+                        tenant_id=tenant,
+                        events=len(leaves),
+                        root=merkle.root(leaves),
+                        head=bytes(head_row[0]) if head_row else bytes(32),
+                        at=now,
+                    ),
+                    key,
                     key_name=config.origin,
-                    keys=keys,
-                    checkpoint_notes=found,
-                    event_count=count,
-                    exported_at=SystemClock().now(),
                 )
+                with output.open("w", encoding="utf-8") as out_file:
+                    written = write_export(
+                        out_file,
+                        tx,
+                        tenant_id=tenant,
+                        origin=notes.origin_of(config.origin, tenant),
+                        key_name=config.origin,
+                        keys=keys,
+                        checkpoint_notes=found,
+                        event_count=len(leaves),
+                        exported_at=now,
+                        seal=seal,
+                    )
+    finally:
+        ring.close()
     out.print(f"exported {written} events and {len(found)} checkpoints to {output}")
 
 

@@ -16,7 +16,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -173,6 +173,37 @@ def all_public_keys(conn: Connection) -> list[PublicKey]:
         (PLATFORM_TENANT_ID,),
     ).fetchall()
     return [PublicKey(str(k), bytes(p), c, v) for k, p, c, v in rows]
+
+
+def trusted_keys(document: object) -> list[PublicKey]:
+    """Keys a verifier trusts, from a JWKS (`{"keys": [{"kid", "x", ...}]}`, as the gateway
+    publishes: valid at any time) or from a key list with windows (as exports carry). Each
+    `kid` must be the key's RFC 7638 thumbprint. Raises ValueError on anything else."""
+    always = datetime.min.replace(tzinfo=UTC)
+    found: list[PublicKey] = []
+    if isinstance(document, dict) and isinstance(document.get("keys"), list):
+        for k in document["keys"]:
+            raw = base64.urlsafe_b64decode(str(k["x"]) + "==")
+            found.append(PublicKey(str(k["kid"]), raw, always, None))
+    elif isinstance(document, list):
+        for k in document:
+            value = str(k["public_key"])
+            raw = bytes.fromhex(value) if len(value) == 64 else base64.b64decode(value)
+            until = None if k["verify_until"] is None else _aware(k["verify_until"])
+            found.append(PublicKey(str(k["kid"]), raw, _aware(k["created_at"]), until))
+    else:
+        raise TypeError("not a key set")
+    for key in found:
+        if len(key.public_key) != 32 or thumbprint(key.public_key) != key.kid:
+            raise ValueError("a key's kid is not its thumbprint")
+    return found
+
+
+def _aware(value: object) -> datetime:
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("a key's time has no zone")
+    return moment
 
 
 def jwks(keys: list[PublicKey]) -> dict[str, Any]:

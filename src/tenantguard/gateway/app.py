@@ -148,6 +148,7 @@ def create_app(
                 ),
                 checkpointer=checkpointer,
                 operator_access=OperatorAccess(db, clock=the_clock),
+                evidence_test_results=settings.evidence_test_results,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.requests import Request
 
@@ -32,6 +33,7 @@ class Runtime:
     saml: SamlServiceProvider
     checkpointer: Checkpointer
     operator_access: OperatorAccess
+    evidence_test_results: Path | None = None
 
 
 def runtime(request: Request) -> Runtime:

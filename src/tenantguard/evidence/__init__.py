@@ -1,0 +1,1 @@
+"""Evidence packs for auditors: signed, checkable offline (`tenantguard evidence`)."""
