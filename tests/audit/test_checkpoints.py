@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from tenantguard.audit import checkpoint as notes
 from tenantguard.audit import merkle
 from tenantguard.audit.checkpoints import Checkpointer, leaf_hashes, witnessed
-from tenantguard.audit.store import iter_events
-from tenantguard.context import PLATFORM_TENANT_ID
+from tenantguard.audit.store import AuditRecord, append, iter_events
+from tenantguard.context import PLATFORM_TENANT_ID, Principal
 from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data.tenants import NewTenant
@@ -32,6 +32,7 @@ from tenantguard.settings import Settings
 from tenantguard.testing import FakeClock
 
 AsTenant = Callable[[str], tuple[NewTenant, dict[str, str]]]
+TEST_ACTOR = Principal("system", "tests")
 NAME = "tenantguard"
 
 
@@ -360,3 +361,46 @@ def test_the_verification_pass_raises_the_alarm(
         assert not [
             e for e in iter_events(tx, tenant_id=intact.tenant_id) if e.request_id == "verify-pass"
         ]
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ["UPDATE tenantguard.audit_events SET reason = 'x' WHERE tenant_id = %s AND seq = 1"],
+        ["DELETE FROM tenantguard.audit_events WHERE tenant_id = %s AND seq = 1"],
+        [
+            "INSERT INTO tenantguard.audit_events SELECT tenant_id, 3, gen_random_uuid(),"
+            " occurred_at, actor_type, actor_id, action, target_type, target_id, outcome,"
+            " reason, request_id, payload, event_hash, chain_hash, format, policy_version,"
+            " source FROM tenantguard.audit_events WHERE tenant_id = %s AND seq = 2"
+        ],
+        [
+            "UPDATE tenantguard.audit_events SET seq = 1000 WHERE tenant_id = %s AND seq = 0",
+            "UPDATE tenantguard.audit_events SET seq = 0 WHERE tenant_id = %s AND seq = 1",
+            "UPDATE tenantguard.audit_events SET seq = 1 WHERE tenant_id = %s AND seq = 1000",
+        ],
+    ],
+    ids=["modified", "deleted", "inserted", "reordered"],
+)
+def test_the_scheduled_pass_finds_every_kind_of_edit(
+    checkpointer: Checkpointer,
+    make_tenant: Callable[[str], NewTenant],
+    owner_in: Any,
+    db: Database,
+    clock: FakeClock,
+    statements: list[str],
+) -> None:
+    """An owner's edit of any kind, made behind the service's back, is found by the
+    in-service pass (and the same pass leaves an untouched tenant alone)."""
+    tenant, untouched = make_tenant("t"), make_tenant("untouched")
+    with db.tenant_transaction(tenant.tenant_id) as tx:  # a third event, so edits sit inside
+        append(
+            tx,
+            tenant_id=tenant.tenant_id,
+            request_id="edit",
+            now=clock.now(),
+            record=AuditRecord(action="test.event", outcome="success", actor=TEST_ACTOR),
+        )
+    for statement in statements:
+        _owner_edit(owner_in, tenant, statement)
+    assert checkpointer.verify_all([tenant.tenant_id, untouched.tenant_id]) == [tenant.tenant_id]

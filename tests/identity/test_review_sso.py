@@ -13,12 +13,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,7 +35,15 @@ from tenantguard.gateway.runtime import Runtime
 from tenantguard.identity import oidc, users
 from tenantguard.identity.sessions import Issued, Sessions
 from tenantguard.testing import FakeClock
-from tests.identity.test_saml import ACS, acs, at_idp, configure, encoded, failure_reason, xml_of
+from tests.identity.test_saml import (
+    ACS,
+    acs,
+    at_idp,
+    configure,
+    encoded,
+    failure_reason,
+    xml_of,
+)
 from tests.support import bearer
 
 SignIn = Callable[..., tuple[users.User, Issued]]
@@ -46,40 +51,6 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIRECT = "https://app.acme.example/sso/callback"
 ATTACKER = "https://idp.attacker.example"
 ACTOR = Principal("system", "review")
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The suite's test IdP (tests/identity/saml_idp.py) in its own process for this module."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(  # noqa: S603 (our interpreter, our module, fixed arguments)
-        [
-            sys.executable,
-            "-m",
-            "tests.identity.saml_idp",
-            str(tmp_path_factory.mktemp("i")),
-            str(port),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(400):
-            with socket.socket() as conn:
-                if conn.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if process.poll() is not None:
-                pytest.fail("the SAML IdP exited at start")
-            time.sleep(0.05)
-        else:
-            pytest.fail("the SAML IdP did not start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

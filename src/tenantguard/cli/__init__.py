@@ -273,7 +273,20 @@ def audit_verify(
     )
 
 
-def load_trusted_keys(path: Path) -> list[signing.PublicKey]:
+def pinned_keys(
+    path: Path | None, *, trust_embedded_keys: bool, what: str
+) -> list[signing.PublicKey] | None:
+    """The keys an offline verification pins, from `--trusted-keys`; None only when the user
+    said `--trust-embedded-keys` (then the file's own keys are used, with a warning)."""
+    if path is None:
+        if trust_embedded_keys:
+            return None
+        err.print(
+            f"give --trusted-keys (the platform's JWKS): signatures checked against the keys"
+            f" {what} carries prove nothing against whoever also replaced the keys; or, knowing"
+            " that, --trust-embedded-keys"
+        )
+        raise typer.Exit(2)
     try:
         return signing.trusted_keys(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -288,14 +301,7 @@ def _verify_export_file(
     from tenantguard.audit.export import verify_export  # noqa: PLC0415
 
     load_settings()
-    if trusted_keys is None and not trust_embedded_keys:
-        err.print(
-            "give --trusted-keys (the platform's JWKS): signatures checked against the keys an"
-            " export carries prove nothing against whoever also replaced the keys; or, knowing"
-            " that, --trust-embedded-keys"
-        )
-        raise typer.Exit(2)
-    keys = load_trusted_keys(trusted_keys) if trusted_keys is not None else None
+    keys = pinned_keys(trusted_keys, trust_embedded_keys=trust_embedded_keys, what="an export")
     try:
         with path.open(encoding="utf-8") as first:
             total = int(json.loads(first.readline()).get("events", 0))

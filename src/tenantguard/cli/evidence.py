@@ -86,18 +86,11 @@ def evidence_verify(
 ) -> None:
     """Check a pack offline: signature, every byte against the manifest, the audit segment
     against its checkpoint. Exit 1 naming what fails."""
-    from tenantguard.cli import load_trusted_keys  # noqa: PLC0415 (the package imports us)
+    from tenantguard.cli import pinned_keys  # noqa: PLC0415 (the package imports us)
     from tenantguard.evidence.pack import verify_pack  # noqa: PLC0415
 
     load_settings()
-    if trusted_keys is None and not trust_embedded_keys:
-        err.print(
-            "give --trusted-keys (the platform's JWKS): a signature checked against the keys a"
-            " pack carries proves nothing against whoever also replaced the keys; or, knowing"
-            " that, --trust-embedded-keys"
-        )
-        raise typer.Exit(2)
-    keys = load_trusted_keys(trusted_keys) if trusted_keys is not None else None
+    keys = pinned_keys(trusted_keys, trust_embedded_keys=trust_embedded_keys, what="a pack")
     try:
         verdict = verify_pack(pack.read_bytes(), trusted_keys=keys)
     except AuditVerificationFailed as exc:

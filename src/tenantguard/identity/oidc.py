@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import secrets
 import threading
 from dataclasses import dataclass
@@ -62,10 +61,6 @@ _ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
 def check_issuer(issuer: str, *, allow_loopback: bool = False) -> str:
     """https, with a global (or DNS) host; http on loopback only when allowed (tests)."""
     return sso.check_url(issuer, what="An issuer", allow_loopback=allow_loopback).rstrip("/")
-
-
-def binding_hash(binding: str) -> bytes:
-    return hashlib.sha256(b"tenantguard.sso.binding\x00" + binding.encode()).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -165,7 +160,7 @@ class OidcClient:
                     redirect_uri,
                     now,
                     now + LOGIN_LIFETIME,
-                    binding_hash(binding),
+                    sso.binding_hash(binding),
                 ),
             )
         query = urlencode(
@@ -211,11 +206,7 @@ class OidcClient:
                 " AND state_hash = %s",
                 (now, tenant_id, hashlib.sha256(state.encode()).digest()),
             )
-        # Checked after the state is used up: a wrong binding burns the login.
-        if stored_binding is None or not hmac.compare_digest(
-            bytes(stored_binding), binding_hash(binding)
-        ):
-            raise InvalidCredentials("binding_mismatch", tenant_id=tenant_id)
+        sso.check_binding(stored_binding, binding, tenant_id=tenant_id)
         id_token = self._exchange(
             config,
             code=code,

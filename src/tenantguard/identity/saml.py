@@ -30,7 +30,6 @@ assertion for another SP (or another tenant) presented here; login CSRF (the Rel
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ from tenantguard.clock import Clock
 from tenantguard.db.pool import Database
 from tenantguard.errors import InvalidCredentials, NotFound, RequestInvalid, ServiceUnavailable
 from tenantguard.identity import sso
-from tenantguard.identity.oidc import binding_hash
 from tenantguard.identity.sessions import Issued, Sessions
 
 LOGIN_LIFETIME = timedelta(minutes=10)
@@ -195,7 +193,7 @@ class SamlServiceProvider:
                     acs_url,
                     now,
                     now + LOGIN_LIFETIME,
-                    binding_hash(binding),
+                    sso.binding_hash(binding),
                 ),
             )
         return str(dict(info["headers"])["Location"]), binding
@@ -222,10 +220,7 @@ class SamlServiceProvider:
                 " AND relay_hash = %s",
                 (now, tenant_id, _hash(relay_state)),
             )
-        if stored_binding is None or not hmac.compare_digest(
-            bytes(stored_binding), binding_hash(binding)
-        ):
-            raise InvalidCredentials("binding_mismatch", tenant_id=tenant_id)
+        sso.check_binding(stored_binding, binding, tenant_id=tenant_id)
         return str(request_id), str(acs_url)
 
     def finish(

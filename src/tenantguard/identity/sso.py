@@ -8,6 +8,8 @@ to this tenant; silent account creation when the tenant did not opt in.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import re
 from datetime import datetime
@@ -63,6 +65,20 @@ def check_url(
     if not address.is_global:
         raise RequestInvalid(f"{what} may not point at a private or reserved address.")
     return url
+
+
+def binding_hash(binding: str) -> bytes:
+    return hashlib.sha256(b"tenantguard.sso.binding\x00" + binding.encode()).digest()
+
+
+def check_binding(stored: object, presented: str, *, tenant_id: UUID) -> None:
+    """The browser that finishes a sign-in must present the binding `start` gave the app for
+    the browser that began it (login CSRF). Checked after the login in flight is used up, so
+    a wrong binding burns the login."""
+    if not isinstance(stored, bytes | memoryview) or not hmac.compare_digest(
+        bytes(stored), binding_hash(presented)
+    ):
+        raise InvalidCredentials("binding_mismatch", tenant_id=tenant_id)
 
 
 def check_domain(domain: str) -> str:

@@ -10,7 +10,6 @@ credentials off these.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -23,7 +22,7 @@ from tenantguard.data import memory
 from tenantguard.data.pagination import MAX_PAGE
 from tenantguard.db.pool import Connection
 from tenantguard.gateway.auth import Authorize
-from tenantguard.gateway.routes.identity import TokensOut, sign_in_answer
+from tenantguard.gateway.routes.identity import TokensOut, after_floor, sign_in_answer
 from tenantguard.gateway.runtime import request_id, runtime
 from tenantguard.identity import users
 
@@ -60,16 +59,15 @@ class OperatorOut(BaseModel):
 def operator_magic_link(body: OperatorMagicLink, request: Request) -> dict[str, str]:
     """Always 202, after the same minimum time, whether or not the address is an operator's."""
     rt = runtime(request)
-    started = time.monotonic()
-    try:
-        rt.magic_links.request(
+    after_floor(
+        rt,
+        lambda: rt.magic_links.request(
             tenant_id=PLATFORM_TENANT_ID,
             email=body.email,
             request_id=request_id(request),
             platform=True,
-        )
-    finally:
-        time.sleep(max(0.0, rt.magic_link_floor - (time.monotonic() - started)))
+        ),
+    )
     return {"status": "If the address belongs to an operator, a sign-in link is on its way."}
 
 
