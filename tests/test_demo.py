@@ -21,4 +21,5 @@ def test_demo_passes_every_check_and_stops_everything(tmp_path: Path) -> None:
     assert "FAIL" not in report
     assert "Tenant B tries to GET A's memory entry" in report
     assert "A's signed Merkle checkpoints and proofs verify independently" in report
+    assert "An operator cannot read A's data without A's opt-in" in report
     assert processes_mentioning(str(root / "pg")) == []

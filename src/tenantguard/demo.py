@@ -238,6 +238,53 @@ def _vault_and_people(
         anonymous.close()
 
 
+def _operator_access(
+    base: str, *, a: NewTenant, root: Path, db: Database, clock: SystemClock, report: Report
+) -> None:
+    """The vendor's operator signs in (magic link, TOTP), is refused A's data until A opts
+    in, then reads it; A sees the read, who made it and why."""
+    check = report.check
+    platform = TenantContext(PLATFORM_TENANT_ID, _DEMO, frozenset(), "demo-operator")
+    with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        users.add(tx, platform, email="ops@vendor.example", role="operator", now=clock.now())
+    with httpx.Client(base_url=base, timeout=10) as anonymous:
+        anonymous.post("/api/operator/auth/magic-link", json={"email": "ops@vendor.example"})
+        mail = OutboxMailer(root / "outbox").messages()[-1]
+        body = mail.get_body(preferencelist=("plain",))
+        token = re.search(r"tg_ml_[0-9A-Za-z]+", body.get_content() if body else "")
+        signed_in = anonymous.post(
+            "/api/operator/auth/magic-link/redeem", json={"token": token[0] if token else ""}
+        ).json()
+        ops = {"Authorization": f"Bearer {signed_in.get('access_token', '')}"}
+        seed = anonymous.post("/api/mfa/totp", headers=ops).json()["secret"]
+        code = totp.code_at(seed, totp.step_of(clock.now()))
+        anonymous.post("/api/mfa/totp/confirm", json={"code": code}, headers=ops)
+        code = totp.code_at(seed, totp.step_of(clock.now()) + 1)
+        stepped = anonymous.post("/api/auth/step-up", json={"code": code}, headers=ops)
+        ops = {"Authorization": f"Bearer {stepped.json().get('access_token', '')}"}
+        url = f"/api/operator/tenants/{a.tenant_id}/memory/read"
+        why = {"reason": "demo: ticket 4711, the customer asked why a memory is missing"}
+        refused = anonymous.post(url, json=why, headers=ops)
+        check(
+            "An operator cannot read A's data without A's opt-in",
+            refused.status_code == 403
+            and refused.json().get("code") == "operator_access_not_granted",
+            f"HTTP {refused.status_code} {refused.json().get('code')}",
+        )
+        with _client(base, a.admin_key.secret) as ca:
+            ca.put("/api/admin/operator-access", json={"enabled": True})
+            read = anonymous.post(url, json=why, headers=ops)
+            seen = ca.get("/api/admin/me/operator-reads").json()
+        latest = seen[0] if isinstance(seen, list) and seen else {}
+        check(
+            "With A's opt-in the operator reads, and A sees who read what and why",
+            read.status_code == 200
+            and latest.get("action") == "operator.read"
+            and latest.get("why") == why["reason"],
+            f"HTTP {read.status_code}; A's view: {latest.get('action')} by an operator",
+        )
+
+
 def _audit_evidence(base: str, a: NewTenant, report: Report) -> None:
     """A signed checkpoint of A's log, checked the way an outside auditor would: the note's
     signature against the public JWKS, and inclusion and consistency proofs against its root,
@@ -323,6 +370,7 @@ def run_demo(*, data_root: Path | None, console: Console) -> bool:
                 console.print(f"gateway listening on {base}")
                 _scenario(base, a, b, report)
                 _vault_and_people(base, a=a, b=b, root=root, db=db, clock=clock, report=report)
+                _operator_access(base, a=a, root=root, db=db, clock=clock, report=report)
                 _audit_evidence(base, a, report)
             with db.system_transaction() as tx:
                 doctor = examine(tx)
