@@ -1,0 +1,2 @@
+"""The PII sentinel: detectors (one per class) and, to come, policies per tenant, class and
+channel, and the reversible vault."""

@@ -1,0 +1,228 @@
+"""PII detectors, one per class, behind one small interface, in an explicit registry. Pure.
+
+A detector finds spans of one class in a text and scores each (pattern, then checksum, then
+context words nearby). The registry is built from an allow-list of detectors: asking for a
+class it does not hold is an error (`UnknownPiiClass`), never a silent "nothing found".
+
+Every pattern is linear-time by construction: bounded repetitions, no nested quantifiers over
+overlapping alternatives, so an adversarial input cannot make a scan backtrack for long.
+
+Threat stopped: personal data and credentials reaching models, logs or other parties
+unnoticed (what happens to what is found is the sentinel's policy, per tenant and channel).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tenantguard.errors import RequestInvalid
+from tenantguard.identity import apikeys
+
+CONTEXT_WINDOW = 48  # characters before a match searched for context words
+
+
+class UnknownPiiClass(RequestInvalid):
+    code = "unknown_pii_class"
+    title = "Unknown PII class"
+    default_detail = "The request names a PII class that no detector handles."
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Span:
+    start: int
+    end: int
+    pii_class: str
+    score: float  # 0..1: how sure the detector is
+
+
+class Detector(Protocol):
+    """Finds spans of one class."""
+
+    @property
+    def pii_class(self) -> str: ...
+
+    def detect(self, text: str) -> Iterable[Span]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PatternDetector:
+    """A pattern, an optional validator (a checksum: a match that fails it is dropped), a
+    base score, and context words that raise it when they occur just before the match."""
+
+    pii_class: str
+    pattern: re.Pattern[str]
+    score: float
+    validate: Callable[[str], bool] | None = None
+    context: tuple[str, ...] = ()
+    context_boost: float = 0.15
+    group: int = 0
+
+    def detect(self, text: str) -> Iterable[Span]:
+        lowered = text.lower() if self.context else ""
+        for match in self.pattern.finditer(text):
+            value = match.group(self.group)
+            if not value or (self.validate is not None and not self.validate(value)):
+                continue
+            start, end = match.span(self.group)
+            score = self.score
+            if self.context:
+                before = lowered[max(0, start - CONTEXT_WINDOW) : start]
+                if any(word in before for word in self.context):
+                    score = min(1.0, score + self.context_boost)
+            yield Span(start, end, self.pii_class, score)
+
+
+def luhn(value: str) -> bool:
+    digits = [int(c) for c in value if c.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        doubled = digit * 2 if position % 2 else digit
+        total += doubled - 9 if doubled > 9 else doubled
+    return total % 10 == 0
+
+
+_ISSUERS = re.compile(
+    r"4\d{12}(?:\d{3}){0,2}"  # Visa: 13, 16, 19
+    r"|5[1-5]\d{14}|2(?:2[2-9]\d|[3-6]\d\d|7[01]\d|720)\d{12}"  # Mastercard
+    r"|3[47]\d{13}"  # American Express
+    r"|6(?:011|5\d\d|4[4-9]\d)\d{12}(?:\d{3})?"  # Discover
+    r"|35(?:2[89]|[3-8]\d)\d{12}(?:\d{3})?"  # JCB
+    r"|3(?:0[0-5]|[68]\d)\d{11}"  # Diners Club
+)
+
+
+def payment_card(value: str) -> bool:
+    digits = "".join(c for c in value if c.isdigit())
+    return bool(_ISSUERS.fullmatch(digits)) and luhn(digits)
+
+
+_IBAN_LENGTHS = {
+    "AT": 20, "BE": 16, "CH": 21, "CZ": 24, "DE": 22, "DK": 18, "ES": 24, "FI": 18,
+    "FR": 27, "GB": 22, "GR": 27, "IE": 22, "IT": 27, "LU": 20, "NL": 18, "NO": 15,
+    "PL": 28, "PT": 25, "SE": 24,
+}  # fmt: skip
+
+
+def iban(value: str) -> bool:
+    compact = value.replace(" ", "").upper()
+    expected = _IBAN_LENGTHS.get(compact[:2])
+    if expected is not None and len(compact) != expected:
+        return False
+    if not 15 <= len(compact) <= 34 or not compact[2:4].isdigit():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(c, 36)) for c in rearranged)
+    return int(number) % 97 == 1
+
+
+def _our_key(value: str) -> bool:
+    kind = value[3:5]
+    try:
+        apikeys.parse(value, kind=kind)
+    except Exception:  # noqa: BLE001 (any refusal: not one of ours)
+        return False
+    return True
+
+
+def _jwt(value: str) -> bool:
+    header = value.split(".", 1)[0]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(decoded, dict) and "alg" in decoded
+
+
+def _ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+# Unicode letters count (addresses with internationalised local parts and domains exist):
+# detection must cover the whole address, or a redaction would leak the part it missed.
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[\w.%+-]{1,64}@[^\W_](?:[\w-]{0,61}[^\W_])?"
+    r"(?:\.[^\W_](?:[\w-]{0,61}[^\W_])?){1,8}\b"
+)
+_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+_SSN = re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?!\d)")
+_OUR_KEY = re.compile(r"\btg_(?:sk|rt|ml)_[0-9A-Za-z]{38}\b")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,2048}\.[A-Za-z0-9_-]{4,8192}\.[A-Za-z0-9_-]{0,1024}")
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----[A-Za-z0-9+/=\s]{0,16384}"
+    r"-----END (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----"
+)
+_PROVIDER_KEY = re.compile(
+    r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,200}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36})\b"
+)
+_PASSWORD = re.compile(
+    r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|token)\s{0,3}[:=]\s{0,3}"
+    r"([^\s\"',;]{1,256})"
+)
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
+
+
+def default_detectors() -> list[Detector]:
+    """The detectors shipped today, one class each (credentials has several patterns)."""
+    return [
+        PatternDetector("email", _EMAIL, 0.9, context=("mail", "contact", "e-mail")),
+        PatternDetector(
+            "payment_card", _CARD, 0.8, payment_card, context=("card", "visa", "credit")
+        ),
+        PatternDetector("iban", _IBAN, 0.85, iban, context=("iban", "account", "bank")),
+        PatternDetector("us_ssn", _SSN, 0.6, context=("ssn", "social security"), context_boost=0.3),
+        PatternDetector("credential", _OUR_KEY, 1.0, _our_key),
+        PatternDetector("credential", _JWT, 0.95, _jwt),
+        PatternDetector("credential", _PRIVATE_KEY, 1.0),
+        PatternDetector("credential", _PROVIDER_KEY, 0.9),
+        PatternDetector("credential", _PASSWORD, 0.85, group=1),
+        PatternDetector("ip_address", _IPV4, 0.7, _ip, context=("ip", "address", "host")),
+        PatternDetector("ip_address", _IPV6, 0.7, _ip, context=("ip", "address", "host")),
+    ]
+
+
+class DetectorRegistry:
+    """The allow-listed detectors, by class."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        if not detectors:
+            raise ValueError("a registry of no detectors would find nothing: refuse it")
+        self._by_class: dict[str, list[Detector]] = {}
+        for detector in detectors:
+            self._by_class.setdefault(detector.pii_class, []).append(detector)
+
+    @property
+    def classes(self) -> frozenset[str]:
+        return frozenset(self._by_class)
+
+    def check_classes(self, classes: Iterable[str]) -> frozenset[str]:
+        chosen = frozenset(classes)
+        if chosen - self.classes:
+            raise UnknownPiiClass()
+        return chosen
+
+    def scan(self, text: str, classes: Iterable[str] | None = None) -> list[Span]:
+        """Spans of the requested classes (all, by default), overlaps resolved: where spans
+        overlap, the higher score wins, then the longer span."""
+        chosen = self.classes if classes is None else self.check_classes(classes)
+        found = [s for c in sorted(chosen) for d in self._by_class[c] for s in d.detect(text)]
+        found.sort(key=lambda s: (-s.score, -(s.end - s.start), s.start))
+        kept: list[Span] = []
+        for span in found:
+            if all(span.end <= k.start or span.start >= k.end for k in kept):
+                kept.append(span)
+        return sorted(kept)
