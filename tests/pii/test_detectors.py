@@ -19,7 +19,9 @@ from tenantguard.pii.detectors import (
     DetectorRegistry,
     PatternDetector,
     UnknownPiiClass,
+    de_tax_id,
     default_detectors,
+    fr_nir,
     iban,
     luhn,
     payment_card,
@@ -81,6 +83,15 @@ POSITIVES = {
         "AKIAIOSFODNN7EXAMPLE",
     ],
     "ip_address": ["192.168.1.10", "8.8.8.8", "2001:db8::1", "fe80::1"],
+    "uk_nino": ["AB123456C", "CE 12 34 56 A"],
+    "fr_nir": ["1 84 12 76 451 089 46", "255081416802538", "1 84 12 2A 451 089 33"],
+    "de_tax_id": ["86095742719", "86 095 742 719"],
+    "phone_number": ["+44 20 7946 0958", "(415) 555-2671", "+33 1 42 68 53 00", "030 901820"],
+}
+# Forms that need a context word, and get one in these texts.
+IN_CONTEXT = {
+    "passport_number": ["passport no. X1234567", "Reisepass C01X00T47", "passeport 12AB34567"],
+    "date_of_birth": ["born on 12/03/1984", "DOB: 1984-03-12", "né le 12.03.1984"],
 }
 NEAR_MISSES = {
     "email": ["ada@", "@acme.example", "ada at acme.example"],
@@ -109,6 +120,12 @@ NEAR_MISSES = {
         "sk-short",
     ],
     "ip_address": ["999.1.1.1", "1.2.3", "1.2.3.4.5", "10.0.0.256"],
+    "uk_nino": ["BG123456C", "DA123456C", "AB123456E", "AO123456A"],
+    "fr_nir": ["1 84 12 76 451 089 47", "3 84 12 76 451 089 46"],
+    "de_tax_id": ["86095742718", "06095742719", "1234567890"],
+    "phone_number": ["+44 20 7946", "555-0000-11111-2"],
+    "passport_number": ["order X1234567", "ticket 12AB34567"],  # no context word: not claimed
+    "date_of_birth": ["meeting on 12/03/1984", "invoice 1984-03-12"],
 }
 
 
@@ -121,6 +138,15 @@ def test_true_positives_are_found_whole(pii_class: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("pii_class", "text"), [(c, t) for c, ts in IN_CONTEXT.items() for t in ts]
+)
+def test_context_bound_forms_are_found_after_their_context_word(pii_class: str, text: str) -> None:
+    (span,) = REGISTRY.scan(text, [pii_class])
+    assert text[span.end :] == ""  # the value, which ends each text
+    assert span.score >= 0.85
+
+
+@pytest.mark.parametrize(
     ("pii_class", "value"), [(c, v) for c, vs in NEAR_MISSES.items() for v in vs]
 )
 def test_near_misses_are_not_found(pii_class: str, value: str) -> None:
@@ -128,6 +154,10 @@ def test_near_misses_are_not_found(pii_class: str, value: str) -> None:
 
 
 def test_checksums() -> None:
+    assert de_tax_id("86095742719")
+    assert not de_tax_id("86095742717")
+    assert fr_nir("255081416802538")
+    assert not fr_nir("255081416802539")
     assert luhn("4111111111111111")
     assert not luhn("4111111111111112")
     assert payment_card("378282246310005")

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import phonenumbers
+
 from tenantguard.errors import RequestInvalid
 from tenantguard.identity import apikeys
 
@@ -63,6 +65,7 @@ class PatternDetector:
     context: tuple[str, ...] = ()
     context_boost: float = 0.15
     group: int = 0
+    require_context: bool = False  # forms too generic alone (passport numbers, dates)
 
     def detect(self, text: str) -> Iterable[Span]:
         lowered = text.lower() if self.context else ""
@@ -76,7 +79,28 @@ class PatternDetector:
                 before = lowered[max(0, start - CONTEXT_WINDOW) : start]
                 if any(word in before for word in self.context):
                     score = min(1.0, score + self.context_boost)
+                elif self.require_context:
+                    continue
             yield Span(start, end, self.pii_class, score)
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneDetector:
+    """Phone numbers by the `phonenumbers` library (Google's libphonenumber metadata): numbers
+    in international form anywhere, national forms of the listed regions; only valid ones."""
+
+    regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "IT", "NL")
+    pii_class: str = "phone_number"
+
+    def detect(self, text: str) -> Iterable[Span]:
+        seen: set[tuple[int, int]] = set()
+        for region in self.regions:
+            for match in phonenumbers.PhoneNumberMatcher(
+                text, region, leniency=phonenumbers.Leniency.VALID
+            ):
+                if (match.start, match.end) not in seen:
+                    seen.add((match.start, match.end))
+                    yield Span(match.start, match.end, self.pii_class, 0.85)
 
 
 def luhn(value: str) -> bool:
@@ -122,6 +146,29 @@ def iban(value: str) -> bool:
     rearranged = compact[4:] + compact[:4]
     number = "".join(str(int(c, 36)) for c in rearranged)
     return int(number) % 97 == 1
+
+
+def de_tax_id(value: str) -> bool:
+    """German Steuer-ID: 11 digits, no leading zero, ISO 7064 MOD 11,10 check digit."""
+    digits = value.replace(" ", "")
+    if len(digits) != 11 or not digits.isdigit() or digits[0] == "0":
+        return False
+    product = 10
+    for c in digits[:10]:
+        total = (int(c) + product) % 10 or 10
+        product = (total * 2) % 11
+    check = (11 - product) % 10
+    return check == int(digits[10])
+
+
+def fr_nir(value: str) -> bool:
+    """French social security number: 13 characters and a key, 97 - (number mod 97); Corsican
+    departments 2A / 2B count as 19 / 18."""
+    compact = value.replace(" ", "").upper()
+    if len(compact) != 15:
+        return False
+    body = compact[:13].replace("2A", "19").replace("2B", "18")
+    return body.isdigit() and compact[13:].isdigit() and 97 - int(body) % 97 == int(compact[13:])
 
 
 def _our_key(value: str) -> bool:
@@ -172,6 +219,18 @@ _PASSWORD = re.compile(
     r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|token)\s{0,3}[:=]\s{0,3}"
     r"([^\s\"',;]{1,256})"
 )
+_UK_NINO = re.compile(
+    r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r" ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
+)
+_FR_NIR = re.compile(
+    r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}\b"
+)
+_DE_TAX_ID = re.compile(r"(?<!\d)[1-9]\d(?: ?\d){9}(?!\d)")
+_PASSPORT = re.compile(
+    r"\b(?:[A-Z]{0,2}\d{6,9}|[A-Z]\d{2}[A-Z0-9]{5,6}|\d{2}[A-Z]{2}\d{5})\b"  # US/UK, DE, FR
+)
+_DATE = re.compile(r"\b(?:\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d{2}|(?:19|20)\d{2}-\d{2}-\d{2})\b")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
 
@@ -190,6 +249,26 @@ def default_detectors() -> list[Detector]:
         PatternDetector("credential", _PRIVATE_KEY, 1.0),
         PatternDetector("credential", _PROVIDER_KEY, 0.9),
         PatternDetector("credential", _PASSWORD, 0.85, group=1),
+        PatternDetector("uk_nino", _UK_NINO, 0.8, context=("national insurance", "nino", "ni ")),
+        PatternDetector("fr_nir", _FR_NIR, 0.85, fr_nir, context=("sécurité sociale", "nir")),
+        PatternDetector("de_tax_id", _DE_TAX_ID, 0.6, de_tax_id, context=("steuer", "tax", "idnr")),
+        PatternDetector(
+            "passport_number",
+            _PASSPORT,
+            0.6,
+            context=("passport", "passeport", "reisepass", "pasaporte"),
+            context_boost=0.25,
+            require_context=True,
+        ),
+        PatternDetector(
+            "date_of_birth",
+            _DATE,
+            0.6,
+            context=("born", "birth", "dob", "né le", "née le", "geboren", "nacimiento"),
+            context_boost=0.3,
+            require_context=True,
+        ),
+        PhoneDetector(),
         PatternDetector("ip_address", _IPV4, 0.7, _ip, context=("ip", "address", "host")),
         PatternDetector("ip_address", _IPV6, 0.7, _ip, context=("ip", "address", "host")),
     ]
