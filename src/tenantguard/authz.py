@@ -34,6 +34,10 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "model_providers:read": "list the tenant's model providers",
         "model_providers:write": "configure the tenant's model providers (bring your own key)",
         "operator_access:manage": "turn the platform operators' read access on or off",
+        "pii:scan": "find personal data in a text (and read the tenant's PII policy)",
+        "pii:redact": "redact personal data by the tenant's policy",
+        "pii:reidentify": "restore the originals of reversible PII tokens (audited)",
+        "pii_policy:manage": "set what happens to personal data, per class and channel",
         "runs:read": "read runs and their events",
         "runs:write": "start runs and append their events",
         "secrets:read": "list vault secrets and their versions (never values)",
@@ -68,6 +72,8 @@ SENSITIVE_ACTIONS = frozenset(
         "secrets:write",  # the vault's values
         "model_providers:write",  # where the tenant's keys are sent
         "operator_access:manage",  # letting the vendor's staff read the tenant's data
+        "pii:reidentify",  # personal data back in the clear
+        "pii_policy:manage",  # what leaves on which channel
         "platform:tenant_data:read",  # an operator reading a customer's data
         "platform:tenant_data:delete",
     }
@@ -90,6 +96,8 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
                 "model_providers:read",
                 "secrets:read",
                 "sessions:self",
+                "pii:scan",
+                "pii:redact",
             }
         ),
         "auditor": _READS | {"sessions:self", "audit:checkpoint", "evidence:export"},

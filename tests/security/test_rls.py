@@ -54,6 +54,9 @@ CORE_TABLES = {
     "saml_assertions",
     "audit_checkpoints",
     "operator_access",
+    "pii_policies",
+    "pii_token_keys",
+    "pii_vault",
 }
 
 
@@ -164,6 +167,22 @@ def populated(
             "INSERT INTO tenantguard.operator_access (tenant_id, enabled, changed_at, changed_by)"
             " VALUES (%s, false, now(), 'tests')",
             (tenant.tenant_id,),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.pii_policies (tenant_id, document, version, updated_at)"
+            " VALUES (%s, '{}', 1, now())",
+            (tenant.tenant_id,),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.pii_token_keys (tenant_id, sealed, created_at)"
+            " VALUES (%s, %s, now())",
+            (tenant.tenant_id, b"x"),
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.pii_vault (tenant_id, conversation, token, pii_class,"
+            " value_hash, sealed, created_at) VALUES (%s, 'c', '[EMAIL_r]', 'email', %s, %s,"
+            " now())",
+            (tenant.tenant_id, bytes(32), b"x"),
         )
     return tenant
 

@@ -8,12 +8,15 @@ from tenantguard.crypto.signing import PRIVATE_KEY
 from tenantguard.data.secrets import SECRET_VALUE
 from tenantguard.identity.oidc import OIDC_CLIENT_SECRET
 from tenantguard.identity.totp import TOTP_SEED
+from tenantguard.pii.sentinel import TOKEN_KEY, VAULT_VALUE
 
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     SECRET_VALUE,
     PRIVATE_KEY,
     TOTP_SEED,
     OIDC_CLIENT_SECRET,
+    TOKEN_KEY,
+    VAULT_VALUE,
 )
 
 # bytea columns that hold no sealed value, and why.
@@ -30,5 +33,6 @@ NOT_SEALED: dict[str, str] = {
     "audit_checkpoints.root_hash": "a public Merkle root, signed in the checkpoint's note",
     "oidc_logins.binding_hash": "a SHA-256 of the login's binding value, never stored itself",
     "saml_logins.binding_hash": "a SHA-256 of the login's binding value, never stored itself",
+    "pii_vault.value_hash": "a keyed hash of a normalised value: finds its token again",
     "saml_logins.relay_hash": "a SHA-256 of the RelayState: the state itself is never stored",
 }

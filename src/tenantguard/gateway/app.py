@@ -36,6 +36,7 @@ from tenantguard.gateway.routes import (
     oidc,
     operator,
     operator_access,
+    pii,
     runs,
     saml,
     secrets,
@@ -46,6 +47,8 @@ from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
 from tenantguard.mail import Mailer
+from tenantguard.pii.detectors import DetectorRegistry, default_detectors
+from tenantguard.pii.sentinel import Sentinel
 from tenantguard.settings import Settings
 
 MAX_BODY_BYTES = 1_048_576
@@ -148,6 +151,7 @@ def create_app(
                 ),
                 checkpointer=checkpointer,
                 operator_access=OperatorAccess(db, clock=the_clock),
+                sentinel=Sentinel(db, ring, DetectorRegistry(default_detectors()), clock=the_clock),
                 evidence_test_results=settings.evidence_test_results,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
@@ -176,6 +180,7 @@ def create_app(
         saml.router,
         operator.router,
         operator_access.router,
+        pii.router,
         audit.router,
     )
     for router in routers:

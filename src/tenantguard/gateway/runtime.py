@@ -17,6 +17,7 @@ from tenantguard.identity.magiclinks import MagicLinks
 from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
+from tenantguard.pii.sentinel import Sentinel
 from tenantguard.settings import GatewayConfig
 
 
@@ -33,6 +34,7 @@ class Runtime:
     saml: SamlServiceProvider
     checkpointer: Checkpointer
     operator_access: OperatorAccess
+    sentinel: Sentinel
     evidence_test_results: Path | None = None
 
 
