@@ -64,10 +64,10 @@ def test_modes_per_channel(client: TestClient, make_tenant: Callable[[str], NewT
     prompt = _redact(client, _admin(tenant), "prompt", "c-1")
     log = _redact(client, _admin(tenant), "log", "c-1")
     completion = _redact(client, _admin(tenant), "completion", "c-1")
-    assert "[EMAIL_r" in prompt["text"]
+    assert "[EMAIL_REV_" in prompt["text"]
     assert "ada@acme.example" in log["text"]  # flagged on logs, as the policy says
     assert "[EMAIL_" in completion["text"]
-    assert "[EMAIL_r" not in completion["text"]
+    assert "[EMAIL_REV_" not in completion["text"]
     for redacted in (prompt, log, completion):
         assert "4111" not in redacted["text"]
         assert "sk-live-123" not in redacted["text"]  # credentials: strict everywhere

@@ -17,13 +17,14 @@ Threat stopped: vendor staff browsing customer data unseen, or against the custo
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from tenantguard.audit.chain import AuditEvent
+from tenantguard.audit.chain import AuditEvent, Outcome
 from tenantguard.audit.store import EVENT_COLUMNS, AuditRecord, append, event_of, record_action
 from tenantguard.clock import Clock
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
@@ -98,19 +99,54 @@ class OperatorAccess:
             operator.request_id,
         )
 
-    def _denied(self, ctx: TenantContext, action: str, what: str, reason: str) -> None:
-        with self._db.tenant_transaction(ctx.tenant_id) as tx:
-            record_action(
+    def _platform_record(
+        self, ctx: TenantContext, action: str, outcome: Outcome, payload: dict[str, Any]
+    ) -> None:
+        with self._db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+            append(
                 tx,
-                ctx,
-                action=action,
-                outcome="denied",
-                reason="operator_access_off",
-                target_type="tenant_data",
-                target_id=what,
+                tenant_id=PLATFORM_TENANT_ID,
+                request_id=ctx.request_id,
                 now=self._clock.now(),
-                payload={"why": reason},
+                record=AuditRecord(
+                    action=action,
+                    outcome=outcome,
+                    actor=ctx.principal,
+                    reason="" if outcome == "success" else "operator_access_off",
+                    target_type="tenant",
+                    target_id=str(ctx.tenant_id),
+                    payload=payload,
+                ),
             )
+
+    def _exists(self, tenant_id: UUID) -> bool:
+        with self._db.system_transaction() as tx:
+            row = tx.execute(
+                "SELECT 1 FROM tenantguard.tenant_ids() WHERE tenant_id = %s", (tenant_id,)
+            ).fetchone()
+        return row is not None and tenant_id != PLATFORM_TENANT_ID
+
+    def _refuse(
+        self, ctx: TenantContext, action: str, what: str, payload: dict[str, Any], *, known: bool
+    ) -> OperatorAccessDenied:
+        """Record a refusal (in the tenant's chain if the tenant exists, and in the platform's
+        for an unknown tenant or a break-glass attempt) and return the one 403 to raise."""
+        if known:
+            with self._db.tenant_transaction(ctx.tenant_id) as tx:
+                record_action(
+                    tx,
+                    ctx,
+                    action=action,
+                    outcome="denied",
+                    reason="operator_access_off",
+                    target_type="tenant_data",
+                    target_id=what,
+                    now=self._clock.now(),
+                    payload=payload,
+                )
+        if not known or payload.get("break_glass"):
+            self._platform_record(ctx, action, "denied", payload)
+        return OperatorAccessDenied()
 
     def read(
         self,
@@ -123,28 +159,14 @@ class OperatorAccess:
         break_glass: bool = False,
     ) -> T:
         """Run `read` in the tenant's transaction after the opt-in check and the audit event;
-        its result is returned only once both committed."""
+        its result is returned only once both committed (and, for break-glass, once the
+        platform's own record of it committed too)."""
         reason = _reason(reason, minimum=MIN_BREAK_GLASS_REASON if break_glass else 1)
         ctx = self._as_operator(operator, tenant_id)
         action = "operator.break_glass_read" if break_glass else "operator.read"
         payload: dict[str, Any] = {"why": reason, "what": what, "break_glass": break_glass}
-        now = self._clock.now()
-        if break_glass:  # the platform's own slice first: refused if it cannot be written
-            with self._db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
-                append(
-                    tx,
-                    tenant_id=PLATFORM_TENANT_ID,
-                    request_id=ctx.request_id,
-                    now=now,
-                    record=AuditRecord(
-                        action=action,
-                        outcome="success",
-                        actor=ctx.principal,
-                        target_type="tenant",
-                        target_id=str(tenant_id),
-                        payload=payload,
-                    ),
-                )
+        if not self._exists(tenant_id):  # the same 403 as a tenant that did not opt in
+            raise self._refuse(ctx, action, what, payload, known=False)
         with self._db.tenant_transaction(tenant_id) as tx:
             allowed = setting(tx, tenant_id, lock=True).enabled
             if allowed:
@@ -154,13 +176,14 @@ class OperatorAccess:
                     action=action,
                     target_type="tenant_data",
                     target_id=what,
-                    now=now,
+                    now=self._clock.now(),
                     payload=payload,
                 )
                 result = read(tx)
         if not allowed:
-            self._denied(ctx, action, what, reason)
-            raise OperatorAccessDenied()
+            raise self._refuse(ctx, action, what, payload, known=True)
+        if break_glass:  # after the read committed: the platform counts only what happened
+            self._platform_record(ctx, action, "success", payload)
         return result
 
     def delete(
@@ -175,6 +198,9 @@ class OperatorAccess:
         """A destructive operation: refused, with the reason, unless the tenant opted in."""
         reason = _reason(reason, minimum=1)
         ctx = self._as_operator(operator, tenant_id)
+        payload: dict[str, Any] = {"why": reason, "what": what}
+        if not self._exists(tenant_id):
+            raise self._refuse(ctx, "operator.delete", what, payload, known=False)
         with self._db.tenant_transaction(tenant_id) as tx:
             allowed = setting(tx, tenant_id, lock=True).enabled
             if allowed:
@@ -186,17 +212,20 @@ class OperatorAccess:
                     target_type="tenant_data",
                     target_id=what,
                     now=self._clock.now(),
-                    payload={"why": reason, "what": what},
+                    payload=payload,
                 )
         if not allowed:
-            self._denied(ctx, "operator.delete", what, reason)
-            raise OperatorAccessDenied()
+            raise self._refuse(ctx, "operator.delete", what, payload, known=True)
 
 
 def _reason(reason: str, *, minimum: int) -> str:
-    text = " ".join(reason.split())
-    if len(text) < minimum or len(text) > 500:
+    """The operator's reason as the tenant will read it: NFC, one line, visible characters
+    only (no control or format characters: zero-width spaces, terminal escapes)."""
+    text = " ".join(unicodedata.normalize("NFC", reason).split())
+    invisible = any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") for c in text)
+    visible = sum(1 for c in text if not c.isspace())
+    if invisible or visible < minimum or len(text) > 500:
         raise RequestInvalid(
-            f"Say why, in {minimum} to 500 characters: the tenant reads it in its audit."
+            f"Say why, in {minimum} to 500 visible characters: the tenant reads it in its audit."
         )
     return text

@@ -49,7 +49,7 @@ from tenantguard.crypto import signing
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.doctor import DoctorReport
 from tenantguard.db.pool import Database
-from tenantguard.errors import AuditVerificationFailed
+from tenantguard.errors import AuditVerificationFailed, RequestInvalid
 from tenantguard.evidence.controls import CONTROLS
 
 FORMAT = "tenantguard-evidence/1"
@@ -90,6 +90,20 @@ def security_results(path: Path | None) -> dict[str, Any]:
     }
 
 
+def evidence_period(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """A period [start, end) of zoned times, in UTC, start before end; anything else (naive,
+    unrepresentable in UTC, reversed) is a `RequestInvalid`."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise RequestInvalid("The period's times need a zone.")
+    try:
+        begins, ends = start.astimezone(UTC), end.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise RequestInvalid("The period's times have no UTC equivalent.") from exc
+    if not begins < ends:
+        raise RequestInvalid("The period's start comes before its end.")
+    return begins, ends
+
+
 def build_pack(
     db: Database,
     keyring: Keyring,
@@ -118,10 +132,17 @@ def build_pack(
             ).fetchall()
         ]
     with db.tenant_transaction(tenant_id) as tx:
+        # A contiguous run of the chain: from the first event of the period to its last
+        # (events commit in seq order, not always in time order, so one that began earlier
+        # may sit between them: it is included, and the chain checks without gaps).
         rows = tx.execute(
             f"SELECT {EVENT_COLUMNS} FROM tenantguard.audit_events WHERE tenant_id = %s"
-            " AND occurred_at >= %s AND occurred_at < %s AND seq < %s ORDER BY seq",
-            (tenant_id, start, end, made.tree_size),
+            " AND seq BETWEEN (SELECT min(seq) FROM tenantguard.audit_events WHERE tenant_id = %s"
+            "   AND occurred_at >= %s AND occurred_at < %s)"
+            " AND (SELECT max(seq) FROM tenantguard.audit_events WHERE tenant_id = %s"
+            "   AND occurred_at >= %s AND occurred_at < %s)"
+            " AND seq < %s ORDER BY seq",
+            (tenant_id, tenant_id, start, end, tenant_id, start, end, made.tree_size),
         ).fetchall()
         events = [event_of(r) for r in rows]
         previous = GENESIS
@@ -240,9 +261,13 @@ def _members(data: bytes) -> dict[str, bytes]:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for member in tar:
                 name = member.name
-                if not member.isfile() or name.startswith("/") or ".." in name.split("/"):
+                plain = member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and not (
+                    member.issparse() or member.pax_headers
+                )
+                if not plain or name.startswith("/") or ".." in name.split("/"):
                     raise _fail(f"{name!r} is not a plain file of the pack")
-                if name in found or member.size > MAX_MEMBER:
+                # A member can hold no more than the file it is in (no sparse expansion).
+                if name in found or member.size > min(MAX_MEMBER, len(data)):
                     raise _fail(f"{name!r} is repeated or too large")
                 handle = tar.extractfile(member)
                 found[name] = handle.read() if handle is not None else b""
@@ -267,7 +292,7 @@ def verify_pack(
         tenant_id = UUID(manifest["tenant_id"])
         key_name = str(manifest["key_name"])
         keys = trusted_keys if trusted_keys is not None else _keys(files["keys.json"])
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise _fail("the manifest or the key list is malformed") from exc
     text, signatures = notes.split_note(
         files["manifest.note"].decode(errors="replace"), what="evidence pack"

@@ -36,7 +36,8 @@ from tenantguard.pii.redact import Finding, apply_policy, normalise
 
 TOKEN_KEY = EncryptedColumn("pii_token_keys", "sealed", ("tenant_id",))
 VAULT_VALUE = EncryptedColumn("pii_vault", "sealed", ("conversation", "token"))
-_REVERSIBLE = re.compile(r"\[[A-Z_]{2,40}_r[a-z2-7]{16}\]")
+# `[EMAIL_REV_…]`: the uppercase marker cannot occur in a strict token's lowercase tag.
+_REVERSIBLE = re.compile(r"\[[A-Z_]{2,40}_REV_[a-z2-7]{16}\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class _Vault:
         if row is not None:
             return str(row[0])
         tag = secrets.token_bytes(10)
-        token = f"[{pii_class.upper()}_r{base64.b32encode(tag).decode().lower()}]"
+        token = f"[{pii_class.upper()}_REV_{base64.b32encode(tag).decode().lower()}]"
         sealed = VAULT_VALUE.seal(
             self._s.keyring, self._tx, self._ctx, (self._conversation, token), value.encode()
         )

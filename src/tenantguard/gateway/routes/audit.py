@@ -15,8 +15,7 @@ from pydantic import BaseModel
 from tenantguard.audit import AuditEvent, checkpoints, list_events, merkle
 from tenantguard.context import TenantContext
 from tenantguard.db.doctor import examine
-from tenantguard.errors import RequestInvalid
-from tenantguard.evidence.pack import build_pack
+from tenantguard.evidence.pack import build_pack, evidence_period
 from tenantguard.gateway.auth import Authorize
 from tenantguard.gateway.runtime import runtime
 
@@ -186,8 +185,7 @@ def evidence_pack(
     """A signed evidence pack of the tenant's audit for [from, to) and the controls in force
     (`tenantguard evidence verify PACK` checks it offline)."""
     rt = runtime(request)
-    if start.tzinfo is None or end.tzinfo is None or not start < end:
-        raise RequestInvalid("`from` and `to` are times with a zone, `from` before `to`.")
+    start, end = evidence_period(start, end)
     with rt.db.system_transaction() as tx:
         doctor = examine(tx)
     pack = build_pack(

@@ -54,7 +54,8 @@ class OperatorReadOut(BaseModel):
             outcome=event.outcome,
             what=event.target_id,
             why=str(payload.get("why", "")),
-            break_glass=bool(payload.get("break_glass", False)),
+            break_glass=event.action == "operator.break_glass_read"
+            or bool(payload.get("break_glass", False)),
         )
 
 

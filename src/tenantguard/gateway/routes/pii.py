@@ -64,7 +64,7 @@ class ReidentifyIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"text": "Mail [EMAIL_rabcdefghijklmnop]", "conversation": "c-1"}]
+            "examples": [{"text": "Mail [EMAIL_REV_abcdefghijklmnop]", "conversation": "c-1"}]
         },
     )
     text: str = _TEXT
