@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
 from fastapi.testclient import TestClient
 
 from tenantguard.audit.store import iter_events
@@ -24,27 +23,6 @@ from tests.support import bearer
 
 SignIn = Callable[..., tuple[users.User, Issued]]
 REASON = "ticket 4711: the customer asked why a memory is missing"
-
-
-@pytest.fixture
-def scene(
-    client: TestClient,
-    make_tenant: Callable[[str], NewTenant],
-    sign_in: SignIn,
-    sign_in_operator: SignIn,
-) -> tuple[NewTenant, dict[str, str], dict[str, str], str]:
-    """A tenant with one memory entry, its owner (fresh second factor) and an operator (fresh
-    second factor): (tenant, owner headers, operator headers, the entry's id)."""
-    tenant = make_tenant("acme")
-    _, owner = sign_in(tenant, "owner")
-    _, operator = sign_in_operator()
-    entry = client.post(
-        "/api/memory",
-        json={"key": "vip", "content": "only-in-acme"},
-        headers={"Authorization": f"Bearer {tenant.admin_key.secret}"},
-    )
-    assert entry.status_code == 201
-    return tenant, bearer(owner.access_token), bearer(operator.access_token), entry.json()["id"]
 
 
 def _read(client: TestClient, tenant: NewTenant, h: dict[str, str], **body: Any) -> Any:

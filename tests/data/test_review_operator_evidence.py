@@ -50,27 +50,6 @@ GLASS = "incident 99: data corruption across tenants"
 ACTOR = Principal("system", "review")
 
 
-@pytest.fixture
-def scene(
-    client: TestClient,
-    make_tenant: Callable[[str], NewTenant],
-    sign_in: SignIn,
-    sign_in_operator: SignIn,
-) -> Scene:
-    """A tenant with one memory entry, its owner and an operator (both with a fresh second
-    factor): (tenant, owner headers, operator headers, the entry's id)."""
-    tenant = make_tenant("acme")
-    _, owner = sign_in(tenant, "owner")
-    _, operator = sign_in_operator()
-    entry = client.post(
-        "/api/memory",
-        json={"key": "vip", "content": "only-in-acme"},
-        headers={"Authorization": f"Bearer {tenant.admin_key.secret}"},
-    )
-    assert entry.status_code == 201
-    return tenant, bearer(owner.access_token), bearer(operator.access_token), entry.json()["id"]
-
-
 def _read(client: TestClient, tenant: UUID, h: dict[str, str], **body: Any) -> Any:
     return client.post(
         f"/api/operator/tenants/{tenant}/memory/read", json={"reason": REASON, **body}, headers=h
