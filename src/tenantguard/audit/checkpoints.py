@@ -287,11 +287,12 @@ def verify_checkpoints(db: Database, config: CheckpointConfig, tenant_id: UUID) 
         rows = stored(tx, tenant_id)
     copies = witnessed(config.witness_dir, tenant_id)
     origin = notes.origin_of(config.origin, tenant_id)
-    heads: dict[str, notes.Checkpoint] = {}
+    signed: dict[str, tuple[notes.Checkpoint, str]] = {}  # each distinct note checked once
     for note in dict.fromkeys([*(r.note for r in rows), *copies]):
-        heads[note] = notes.verify(note, keys, key_name=config.origin, origin=origin)
+        signed[note] = notes.verify_with_kid(note, keys, key_name=config.origin, origin=origin)
+    heads = {note: head for note, (head, _) in signed.items()}
     for row in rows:
-        head, kid = notes.verify_with_kid(row.note, keys, key_name=config.origin, origin=origin)
+        head, kid = signed[row.note]
         if (row.tree_size, row.root_hash, row.kid) != (head.tree_size, head.root_hash, kid) or (
             row.signed_at.replace(microsecond=0) != head.signed_at
         ):
