@@ -87,11 +87,15 @@ POSITIVES = {
     "fr_nir": ["1 84 12 76 451 089 46", "255081416802538", "1 84 12 2A 451 089 33"],
     "de_tax_id": ["86095742719", "86 095 742 719"],
     "phone_number": ["+44 20 7946 0958", "(415) 555-2671", "+33 1 42 68 53 00", "030 901820"],
+    "health": ["diabetes", "Metformin", "HIV", "chimiothérapie", "schwanger"],
+    "biometric": ["fingerprint", "facial recognition", "voice print", "empreintes digitales"],
+    "minor": ["12 years old", "aged 9", "5th grade", "14 ans", "10 Jahre alt", "kindergarten"],
 }
 # Forms that need a context word, and get one in these texts.
 IN_CONTEXT = {
     "passport_number": ["passport no. X1234567", "Reisepass C01X00T47", "passeport 12AB34567"],
     "date_of_birth": ["born on 12/03/1984", "DOB: 1984-03-12", "né le 12.03.1984"],
+    "health": ["diagnosis code E11.9", "ICD-10 F32.1"],
 }
 NEAR_MISSES = {
     "email": ["ada@", "@acme.example", "ada at acme.example"],
@@ -126,6 +130,9 @@ NEAR_MISSES = {
     "phone_number": ["+44 20 7946", "555-0000-11111-2"],
     "passport_number": ["order X1234567", "ticket 12AB34567"],  # no context word: not claimed
     "date_of_birth": ["meeting on 12/03/1984", "invoice 1984-03-12"],
+    "health": ["room E11.9", "seat F32", "diabetesx"],
+    "biometric": ["print the finger", "face the music"],
+    "minor": ["18 years old", "aged 45", "grade A", "120 years old"],
 }
 
 

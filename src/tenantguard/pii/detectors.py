@@ -231,6 +231,29 @@ _PASSPORT = re.compile(
     r"\b(?:[A-Z]{0,2}\d{6,9}|[A-Z]\d{2}[A-Z0-9]{5,6}|\d{2}[A-Z]{2}\d{5})\b"  # US/UK, DE, FR
 )
 _DATE = re.compile(r"\b(?:\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d{2}|(?:19|20)\d{2}-\d{2}-\d{2})\b")
+# Health: ICD-10 codes (after a context word), and conditions and medications by name.
+_ICD10 = re.compile(r"\b[A-TV-Z]\d[0-9AB](?:\.[0-9A-TV-Z]{1,4})?\b")
+_HEALTH_TERMS = re.compile(
+    r"(?i)\b(?:diabet(?:es|ic|e)|asthma|hiv|aids|cancer|tumou?r|leuka?emia|depression|"
+    r"bipolar|schizophreni[ae]|epilep(?:sy|tic)|alzheimer'?s?|parkinson'?s?|dementia|"
+    r"hepatitis|tuberculosis|pregnan(?:t|cy)|chemotherapy|dialysis|autism|adhd|"
+    r"insulin|metformin|warfarin|sertraline|fluoxetine|lithium|methadone|prozac|"
+    r"antiretroviral|antidepressants?|chimioth[ée]rapie|diab[èe]te|grossesse|"
+    r"zuckerkrankheit|schwanger(?:schaft)?)\b"
+)
+_BIOMETRIC = re.compile(
+    r"(?i)\b(?:fingerprints?|face ?prints?|facial (?:recognition|geometry|scan)|"
+    r"iris (?:scan|pattern)s?|retina(?:l)? scans?|voice ?prints?|palm ?prints?|"
+    r"biometric (?:data|template|sample)s?|empreintes? digitales?|fingerabdr[üu]cke?)\b"
+)
+# Minors: an age under 18, or a school grade, in a few languages.
+_MINOR = re.compile(
+    r"(?i)\b(?:(?:aged?|age of)\s{1,3}(?:[1-9]|1[0-7])\b|(?:[1-9]|1[0-7])[- ]years?[- ]old\b|"
+    r"(?:[1-9]|1[0-7]) ans\b|(?:[1-9]|1[0-7]) jahre alt\b|(?:[1-9]|1[0-2])(?:st|nd|rd|th) grade\b|"
+    r"grade (?:[1-9]|1[0-2])\b|year (?:[1-9]|1[0-3]) (?:pupil|student)\b|"
+    r"(?:kindergarten|primary school|elementary school|middle school|grundschule|"
+    r"[ée]cole primaire|coll[èe]ge)\b)"
+)
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
 
@@ -269,6 +292,17 @@ def default_detectors() -> list[Detector]:
             require_context=True,
         ),
         PhoneDetector(),
+        PatternDetector(
+            "health",
+            _ICD10,
+            0.6,
+            context=("icd", "diagnos", "code", "cim-10"),
+            context_boost=0.3,
+            require_context=True,
+        ),
+        PatternDetector("health", _HEALTH_TERMS, 0.75),
+        PatternDetector("biometric", _BIOMETRIC, 0.8),
+        PatternDetector("minor", _MINOR, 0.75, context=("child", "kid", "student", "pupil")),
         PatternDetector("ip_address", _IPV4, 0.7, _ip, context=("ip", "address", "host")),
         PatternDetector("ip_address", _IPV6, 0.7, _ip, context=("ip", "address", "host")),
     ]
