@@ -174,19 +174,15 @@ def verify(
     that was valid when the checkpoint says it was signed (and the origin is `origin`, when
     given). Signatures by other names are ignored (a witness's co-signature, say); one by our
     name under an unknown or out-of-window key fails the note."""
-    checkpoint, signatures, text = parse(note)
-    if origin is not None and checkpoint.origin != origin:
-        raise _failed("it is the checkpoint of another log")
-    check_signatures(text, signatures, keys, key_name=key_name, at=checkpoint.signed_at)
-    return checkpoint
+    return verify_with_kid(note, keys, key_name=key_name, origin=origin)[0]
 
 
 def verify_with_kid(
-    note: str, keys: Sequence[PublicKey], *, key_name: str, origin: str
+    note: str, keys: Sequence[PublicKey], *, key_name: str, origin: str | None
 ) -> tuple[Checkpoint, str]:
     """`verify`, also naming the key that signed."""
     checkpoint, signatures, text = parse(note)
-    if checkpoint.origin != origin:
+    if origin is not None and checkpoint.origin != origin:
         raise _failed("it is the checkpoint of another log")
     kid = check_signatures(text, signatures, keys, key_name=key_name, at=checkpoint.signed_at)
     return checkpoint, kid

@@ -36,10 +36,6 @@ from tenantguard.errors import AuditVerificationFailed
 FORMAT = "tenantguard-audit-export/1"
 
 
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _event_line(event: AuditEvent) -> dict[str, Any]:
     return {
         "kind": "event",
