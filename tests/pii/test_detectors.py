@@ -26,12 +26,15 @@ from tenantguard.pii.detectors import (
     luhn,
     payment_card,
 )
+from tenantguard.pii.policy import DEFAULT_MIN_CONFIDENCE
 
 REGISTRY = DetectorRegistry(default_detectors())
 
 
 def found(text: str, pii_class: str) -> list[str]:
-    return [text[s.start : s.end] for s in REGISTRY.scan(text, [pii_class])]
+    """What the registry claims at the default confidence (what a redaction acts on)."""
+    spans = REGISTRY.scan(text, [pii_class])
+    return [text[s.start : s.end] for s in spans if s.score >= DEFAULT_MIN_CONFIDENCE]
 
 
 def _jwt() -> str:
@@ -206,7 +209,7 @@ def test_a_registry_holds_only_what_it_was_given() -> None:
     with pytest.raises(UnknownPiiClass):
         only_email.scan("4111 1111 1111 1111", ["payment_card"])
     assert only_email.scan("4111 1111 1111 1111") == []
-    assert isinstance(default_detectors()[0], PatternDetector)
+    assert any(isinstance(d, PatternDetector) for d in default_detectors())
 
 
 ADVERSARIAL = st.text(

@@ -23,6 +23,7 @@ from tenantguard.cli._common import CLI, database, err, load_settings, out
 from tenantguard.cli.evidence import evidence_app
 from tenantguard.cli.keys import keys_app, signing_app
 from tenantguard.cli.operators import operators_app
+from tenantguard.cli.pii import pii_app
 from tenantguard.cli.providers import providers_app
 from tenantguard.clock import SystemClock
 from tenantguard.context import accept_request_id
@@ -48,6 +49,7 @@ app.add_typer(signing_app, name="signing-keys")
 app.add_typer(providers_app, name="providers")
 app.add_typer(operators_app, name="operators")
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(pii_app, name="pii")
 
 
 def print_report(report: DoctorReport, console: Console) -> None:
