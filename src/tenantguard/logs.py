@@ -1,11 +1,12 @@
 """Structured JSON logs with redaction on every line, the stdlib's included.
 
 One processor chain, configured once by the gateway or the CLI (`configure_logging`). Every
-line passes `redact_processor` last before rendering, so no Authorization header, cookie, API
-key, token, secret or body reaches a log line, whatever a caller passed. Uvicorn's and other
-libraries' stdlib records go through the same chain.
+line passes `redact_processor`, then the PII sentinel's log channel (`pii.channels`), last
+before rendering, so no Authorization header, cookie, API key, token, secret, body or personal
+data reaches a log line, whatever a caller passed. Uvicorn's and other libraries' stdlib
+records go through the same chain.
 
-Threat stopped: credentials and customer content in logs.
+Threat stopped: credentials, customer content and personal data in logs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from tenantguard.pii.channels import log_processor
 from tenantguard.redaction import redact_text, redact_value
 from tenantguard.settings import LogConfig
 
@@ -65,6 +67,7 @@ def processors() -> list[Processor]:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         safe_exception_processor,
         redact_processor,
+        log_processor,  # personal data: the log channel of the PII policy
     ]
 
 

@@ -31,8 +31,9 @@ from tenantguard.audit.chain import (
 )
 from tenantguard.authz import POLICY_VERSION
 from tenantguard.context import Principal, TenantContext
-from tenantguard.db.pool import Connection
+from tenantguard.db.pool import ACTIVE_SCREEN, Connection
 from tenantguard.errors import AuditUnavailable
+from tenantguard.pii.channels import default_audit_screen
 from tenantguard.redaction import redact_value
 
 EVENT_COLUMNS = (
@@ -62,7 +63,13 @@ def append(
 ) -> AuditEvent:
     """Append `record` to `tenant_id`'s chain in `conn`'s transaction. Fails closed."""
     try:
-        payload = canonical_json(redact_value(dict(record.payload or {})))
+        # Secrets first (keys, tokens: always masked), then personal data by the tenant's
+        # policy for the audit channel (pii.channels): what is hashed is what was screened.
+        screen = ACTIVE_SCREEN.get() or default_audit_screen
+        reason, screened = screen(
+            conn, tenant_id, record.reason, redact_value(dict(record.payload or {}))
+        )
+        payload = canonical_json(screened)
         # The lock, and which service writes (the connection's application_name), in one
         # round trip.
         locked = conn.execute(
@@ -88,7 +95,7 @@ def append(
             "target_type": record.target_type,
             "target_id": record.target_id,
             "outcome": record.outcome,
-            "reason": record.reason,
+            "reason": reason,
             "request_id": request_id,
             "payload": payload,
             "format": FORMAT_VERSION,

@@ -12,7 +12,9 @@ with safe details, never SQL, a constraint name or a value.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -32,6 +34,10 @@ from tenantguard.errors import (
 )
 
 Connection = psycopg.Connection[TupleRow]
+# The PII screen of audit events written in the current transaction (see pii.channels): the
+# database sets its own `audit_screen` for each transaction it opens; audit.store reads it.
+AuditScreen = Callable[[Connection, UUID, str, dict[str, Any]], tuple[str, dict[str, Any]]]
+ACTIVE_SCREEN: ContextVar[AuditScreen | None] = ContextVar("tenantguard_audit_screen", default=None)
 
 _log = structlog.get_logger("tenantguard.db")
 
@@ -80,6 +86,15 @@ def _reset(conn: Connection) -> None:
     conn.execute(_RESET)
 
 
+@contextlib.contextmanager
+def _screening(screen: AuditScreen | None) -> Iterator[None]:
+    token = ACTIVE_SCREEN.set(screen)
+    try:
+        yield
+    finally:
+        ACTIVE_SCREEN.reset(token)
+
+
 class Database:
     """A pool of `tenantguard_app` connections; transactions with or without a tenant."""
 
@@ -96,6 +111,8 @@ class Database:
         """`application_name` names the service in PostgreSQL and in every audit event it
         writes (its `source`)."""
         self._open_timeout = open_timeout
+        # Installed by the PII sentinel (Sentinel.install); None: pii.channels' default.
+        self.audit_screen: AuditScreen | None = None
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             app_url.get_secret_value(),
             kwargs={"autocommit": True, "application_name": application_name},
@@ -129,12 +146,22 @@ class Database:
         It commits when the block ends without an exception, before the caller answers: an
         action is acknowledged only once its writes (and its audit event) are durable.
         """
-        with map_db_errors(), self._pool.connection() as conn, conn.transaction():
+        with (
+            _screening(self.audit_screen),
+            map_db_errors(),
+            self._pool.connection() as conn,
+            conn.transaction(),
+        ):
             set_tenant(conn, tenant_id)
             yield conn
 
     @contextlib.contextmanager
     def system_transaction(self) -> Iterator[Connection]:
         """A transaction with no tenant context: tenant tables show zero rows, refuse writes."""
-        with map_db_errors(), self._pool.connection() as conn, conn.transaction():
+        with (
+            _screening(self.audit_screen),
+            map_db_errors(),
+            self._pool.connection() as conn,
+            conn.transaction(),
+        ):
             yield conn

@@ -105,6 +105,9 @@ def create_app(
             loopback = settings.unsafe_loopback_sso
             oidc_client = OidcClient(db, sessions, clock=the_clock, allow_loopback=loopback)
             stack.callback(oidc_client.close)
+            sentinel = Sentinel(db, ring, DetectorRegistry(default_detectors()), clock=the_clock)
+            sentinel.install()  # audit events are screened by each tenant's PII policy
+            stack.callback(setattr, db, "audit_screen", None)
             checkpointer = Checkpointer(
                 db,
                 ring,
@@ -151,7 +154,7 @@ def create_app(
                 ),
                 checkpointer=checkpointer,
                 operator_access=OperatorAccess(db, clock=the_clock),
-                sentinel=Sentinel(db, ring, DetectorRegistry(default_detectors()), clock=the_clock),
+                sentinel=sentinel,
                 evidence_test_results=settings.evidence_test_results,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)

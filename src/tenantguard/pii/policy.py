@@ -29,6 +29,8 @@ Channel = Literal["prompt", "completion", "tool_input", "tool_output", "log", "a
 MODES: tuple[str, ...] = get_args(Mode)
 CHANNELS: tuple[str, ...] = get_args(Channel)
 ALWAYS_STRICT = frozenset({"credential"})
+# No conversation, so no vault: nobody re-identifies an audit event or a log line.
+NOT_REVERSIBLE_ON = frozenset({"log", "audit"})
 DEFAULT_MIN_CONFIDENCE = 0.5
 
 
@@ -77,6 +79,8 @@ def parse_policy(document: Mapping[str, Any], *, classes: Iterable[str]) -> PiiP
                 raise PolicyInvalid()
             if pii_class in ALWAYS_STRICT and mode != "strict":
                 raise PolicyInvalid("Credentials are redacted strictly on every channel.")
+            if channel in NOT_REVERSIBLE_ON and mode == "reversible":
+                raise PolicyInvalid("The log and audit channels are strict or flag.")
             modes[(pii_class, channel)] = str(mode)
     confidences: dict[str, float] = {}
     for pii_class, value in raw_conf.items():

@@ -25,11 +25,12 @@ from uuid import UUID
 
 from tenantguard.audit.store import record_action
 from tenantguard.clock import Clock
-from tenantguard.context import TenantContext
+from tenantguard.context import Principal, TenantContext
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.keyring import Keyring
-from tenantguard.db.pool import Connection, Database
+from tenantguard.db.pool import ACTIVE_SCREEN, Connection, Database
 from tenantguard.errors import RequestInvalid
+from tenantguard.pii.channels import has_findings, redactor, remember_policy, screen_event
 from tenantguard.pii.detectors import DetectorRegistry, Span
 from tenantguard.pii.policy import CHANNELS, PiiPolicy, parse_policy
 from tenantguard.pii.redact import Finding, apply_policy, normalise
@@ -38,6 +39,7 @@ TOKEN_KEY = EncryptedColumn("pii_token_keys", "sealed", ("tenant_id",))
 VAULT_VALUE = EncryptedColumn("pii_vault", "sealed", ("conversation", "token"))
 # `[EMAIL_REV_…]`: the uppercase marker cannot occur in a strict token's lowercase tag.
 _REVERSIBLE = re.compile(r"\[[A-Z_]{2,40}_REV_[a-z2-7]{16}\]")
+_SCREEN = Principal(type="system", id="pii-sentinel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +102,45 @@ class Sentinel:
     ) -> None:
         self.db, self.keyring, self.registry, self.clock = db, keyring, registry, clock
 
+    def install(self) -> None:
+        """Screen every audit event written through this sentinel's database by the tenant's
+        policy for the audit channel, with the tenant's token key (pii.channels)."""
+        self.db.audit_screen = self.screen_audit
+
+    def screen_audit(
+        self, conn: Connection, tenant_id: UUID, reason: str, payload: dict[str, object]
+    ) -> tuple[str, dict[str, object]]:
+        if not has_findings(self.registry, [reason, payload]):
+            return reason, payload  # the common case: no policy or key read at all
+        # A first token key seals under a data key whose creation is audited too: that nested
+        # event (ids only) takes the default screen, not this one again.
+        nested = ACTIVE_SCREEN.set(None)
+        try:
+            policy, _ = self.policy(conn, tenant_id)
+            ctx = TenantContext(tenant_id, _SCREEN, frozenset(), request_id="pii-screen")
+            key = self._token_key(conn, ctx)
+        finally:
+            ACTIVE_SCREEN.reset(nested)
+        return screen_event(reason, payload, redactor(self.registry, policy, "audit", key))
+
     def policy(self, conn: Connection, tenant_id: UUID) -> tuple[PiiPolicy, int]:
         row = conn.execute(
             "SELECT document, version FROM tenantguard.pii_policies WHERE tenant_id = %s",
             (tenant_id,),
         ).fetchone()
         if row is None:
-            return PiiPolicy(), 0
-        return parse_policy(json.loads(str(row[0])), classes=self.registry.classes), int(row[1])
+            policy, version = PiiPolicy(), 0
+        else:
+            document = json.loads(str(row[0]))
+            policy = parse_policy(document, classes=self.registry.classes)
+            version = int(row[1])
+        remember_policy(tenant_id, policy)  # the log channel follows it in this process
+        return policy, version
 
     def set_policy(
         self, conn: Connection, ctx: TenantContext, document: dict[str, object], *, now: datetime
     ) -> int:
-        parse_policy(document, classes=self.registry.classes)  # refused if invalid or weakening
+        policy = parse_policy(document, classes=self.registry.classes)  # refused if invalid
         text = json.dumps(document, sort_keys=True, separators=(",", ":"))
         row = conn.execute(
             "INSERT INTO tenantguard.pii_policies (tenant_id, document, version, updated_at)"
@@ -131,6 +159,7 @@ class Sentinel:
             now=now,
             payload={"version": version, "policy": text},  # as text: audit payloads hold no floats
         )
+        remember_policy(ctx.tenant_id, policy)
         return version
 
     def _token_key(self, conn: Connection, ctx: TenantContext) -> bytes:
