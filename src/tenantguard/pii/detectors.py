@@ -91,7 +91,7 @@ _PHONE = re.compile(
 _EXTENSION = re.compile(r" ?(?:x|ext\.?|#) ?\d{1,6}$")
 # Shapes that other classes own, or that are not phone numbers: IPv4, amounts, dates, SSNs.
 _NOT_PHONE = re.compile(
-    r"\d{1,3}(?:\.\d{1,3}){3}|\d+[.,]\d{1,2}|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
+    r"\d{1,3}(?:\.\d{1,3}){3}|\d{1,24}[.,]\d{1,2}|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
     r"|\d{3}-\d{2}-\d{4}"
 )
 _PHONE_CONTEXT = (
