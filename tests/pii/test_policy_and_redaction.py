@@ -126,3 +126,69 @@ def test_strict_and_reversible_tokens_cannot_be_confused() -> None:
     for i in range(2000):
         token = strict_token(key, "email", f"user{i}@acme.example")
         assert not _REVERSIBLE.search(token), token
+
+
+# One value of every class the registry holds; a new class without one fails the first test.
+EXAMPLES = {
+    "person_name": "Dear Dr Ada Lovelace,",
+    "street_address": "at 221B Baker Street today",
+    "email": "ada@acme.example",
+    "phone_number": "+44 20 7946 0958",
+    "payment_card": "4111 1111 1111 1111",
+    "iban": "DE89 3704 0044 0532 0130 00",
+    "us_ssn": "SSN 123-45-6789",
+    "uk_nino": "NINO AB123456C",
+    "fr_nir": "NIR 255081416802538",
+    "de_tax_id": "Steuer-ID 86095742719",
+    "passport_number": "passport X1234567",
+    "date_of_birth": "born 12/03/1984",
+    "ip_address": "from 192.168.1.10",
+    "health": "diagnosed with diabetes",
+    "biometric": "stores fingerprints",
+    "minor": "she is 12 years old",
+    "credential": "password=hunter22",
+}
+
+
+class _Vault:
+    def token_for(self, pii_class: str, value: str) -> str:
+        assert value
+        return f"[{pii_class.upper()}_REV_vault]"
+
+
+def test_every_class_has_an_example() -> None:
+    assert set(EXAMPLES) == REGISTRY.classes
+
+
+@pytest.mark.parametrize("mode", ["strict", "reversible", "flag"])
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize("pii_class", sorted(EXAMPLES))
+def test_every_class_channel_and_mode(pii_class: str, channel: str, mode: str) -> None:
+    text = EXAMPLES[pii_class]
+    (span,) = [s for s in REGISTRY.scan(text) if s.pii_class == pii_class]
+    value = text[span.start : span.end]
+    document = {"modes": {pii_class: {channel: mode}}}
+    refused = (pii_class == "credential" and mode != "strict") or (
+        channel in ("log", "audit") and mode == "reversible"
+    )
+    if refused:
+        with pytest.raises(PolicyInvalid):
+            parse_policy(document, classes=REGISTRY.classes)
+        return
+    policy = parse_policy(document, classes=REGISTRY.classes)
+    redacted, findings = apply_policy(
+        text, [span], policy, channel, token_key=b"k" * 32, vault=_Vault()
+    )
+    (finding,) = findings
+    assert finding.mode == mode
+    if mode == "flag":
+        assert redacted == text
+        assert finding.token is None
+    else:
+        assert value not in redacted
+        assert finding.token is not None
+        assert finding.token in redacted
+        assert ("_REV_" in finding.token) == (mode == "reversible")
+    other = next(c for c in CHANNELS if c != channel)  # the mode is this channel's only
+    _, elsewhere = apply_policy(text, [span], policy, other, token_key=b"k" * 32)
+    assert elsewhere[0].mode == "strict"

@@ -85,16 +85,14 @@ def test_an_iban_followed_by_a_word_is_still_found(text: str) -> None:
         "4111.1111.1111.1111",
         "4111  1111  1111  1111",
         "4111\u200b1111\u200b1111\u200b1111",
-        "\uff14\uff11\uff11\uff11" * 4,  # full-width digits
+        "4111111111111111".translate({c: c + 0xFEE0 for c in range(0x30, 0x3A)}),  # full-width
     ],
 )
 def test_a_card_in_realistic_formatting_is_found(card: str) -> None:
     assert spans(f"card {card} ok", "payment_card") == [card]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="IBAN in lower case, with NBSP or with hyphens is missed"
-)
+@pytest.mark.xfail(strict=True, reason="IBAN in lower case, with NBSP or with hyphens is missed")
 @pytest.mark.parametrize(
     "value",
     [
@@ -203,7 +201,7 @@ def test_overlap_resolution_does_not_leak_the_rest_of_a_name() -> None:
     strict=True, reason="GitHub fine-grained tokens (github_pat_…) are not recognised"
 )
 def test_github_fine_grained_tokens_are_found() -> None:
-    token = "github_pat_11ABCDEFG0" + "a1B2c3D4e5F6" + "_" + "Zy9X8w7V6u5T4s3R2q1P" * 3
+    token = "github_pat_11ABCDEFG0" + "a1B2c3D4e5F6" + "_" + ("Zy9X8w7V6u5T4s3R2q1P" * 3)[:59]
     assert "a1B2c3D4e5F6" not in redacted(f"use {token} for CI")
 
 
@@ -304,7 +302,9 @@ def test_names_in_other_latin_letters_are_covered(text: str, secret: str) -> Non
     assert secret not in redacted(text)
 
 
-@pytest.mark.xfail(strict=True, reason="an all-caps name after a cue ('PATIENT: JOHN SMITH') is missed")
+@pytest.mark.xfail(
+    strict=True, reason="an all-caps name after a cue ('PATIENT: JOHN SMITH') is missed"
+)
 def test_an_upper_case_name_after_a_cue_is_found() -> None:
     assert "SMITH" not in redacted("PATIENT: JOHN SMITH\nDOB unknown")
 
@@ -340,10 +340,14 @@ def test_an_upper_case_town_is_not_cut_mid_word(text: str) -> None:
     strict=True, reason="numbered streets ('350 5th Avenue', '42nd Street') are missed"
 )
 @pytest.mark.parametrize(
-    "text", ["Ship to 350 5th Avenue, New York, NY 10118", "Ship to 230 W 42nd Street"]
+    ("text", "secret"),
+    [
+        ("Ship to 350 5th Avenue, New York, NY 10118", "5th Avenue"),
+        ("Ship to 230 W 42nd Street", "42nd Street"),
+    ],
 )
-def test_numbered_streets_are_found(text: str) -> None:
-    assert "Avenue" not in redacted(text) and "Street" not in redacted(text)
+def test_numbered_streets_are_found(text: str, secret: str) -> None:
+    assert secret not in redacted(text)
 
 
 @pytest.mark.xfail(
@@ -382,7 +386,9 @@ def test_an_email_with_an_apostrophe_is_covered_whole() -> None:
 @pytest.mark.xfail(
     strict=True, reason="a zero-width space or a full-width @ inside an email evades detection"
 )
-@pytest.mark.parametrize("email", ["ada\u200b@acme.example", "ada@acme\u200b.example", "ada\uff20acme.example"])
+@pytest.mark.parametrize(
+    "email", ["ada\u200b@acme.example", "ada@acme\u200b.example", "ada\uff20acme.example"]
+)
 def test_an_obfuscated_email_is_found(email: str) -> None:
     assert "acme" not in redacted(f"mail {email} now")
 
