@@ -285,6 +285,34 @@ def _operator_access(
         )
 
 
+def _personal_data(base: str, a: NewTenant, b: NewTenant, report: Report) -> None:
+    """A's PII policy: emails in prompts reversible, the rest strict. A prompt is redacted
+    before a model would see it; only A, in that conversation, gets the email back."""
+    prompt = (
+        "Summarise the complaint of Dr Ada Lovelace (ada@acme.example, card 4111 1111 1111 1111)"
+    )
+    with _client(base, a.admin_key.secret) as ca, _client(base, b.admin_key.secret) as cb:
+        ca.put("/api/admin/pii-policy", json={"modes": {"email": {"prompt": "reversible"}}})
+        redacted = ca.post(
+            "/api/pii/redact", json={"text": prompt, "channel": "prompt", "conversation": "c-1"}
+        ).json()
+        text = str(redacted.get("text", ""))
+        report.check(
+            "A prompt reaches the model without the name, email or card in it",
+            all(v not in text for v in ("Ada Lovelace", "ada@acme.example", "4111")),
+            text,
+        )
+        back = {"text": text, "conversation": "c-1"}
+        theirs = cb.post("/api/pii/reidentify", json=back).json()
+        mine = ca.post("/api/pii/reidentify", json=back).json()
+        report.check(
+            "Only A, in that conversation, turns the email token back into the email",
+            "ada@acme.example" not in str(theirs.get("text", ""))
+            and "ada@acme.example" in str(mine.get("text", "")),
+            f"B restored {theirs.get('restored')}, A restored {mine.get('restored')}",
+        )
+
+
 def _audit_evidence(base: str, a: NewTenant, report: Report) -> None:
     """A signed checkpoint of A's log, checked the way an outside auditor would: the note's
     signature against the public JWKS, and inclusion and consistency proofs against its root,
@@ -371,6 +399,7 @@ def run_demo(*, data_root: Path | None, console: Console) -> bool:
                 _scenario(base, a, b, report)
                 _vault_and_people(base, a=a, b=b, root=root, db=db, clock=clock, report=report)
                 _operator_access(base, a=a, root=root, db=db, clock=clock, report=report)
+                _personal_data(base, a, b, report)
                 _audit_evidence(base, a, report)
             with db.system_transaction() as tx:
                 doctor = examine(tx)
