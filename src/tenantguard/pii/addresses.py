@@ -23,10 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tenantguard.pii.detectors import Span
+from tenantguard.pii.names import LOWER, UPPER
 
-_U = "A-ZÀ-ÖØ-ÞŁŚŠŽ"
-_L = "a-zß-öø-ÿłśšž"
-_NAME = rf"[{_U}][{_L}'\u2019]{{0,30}}(?:-[{_U}]?[{_L}'\u2019]{{1,30}}){{0,3}}"
+_U = UPPER
+_L = LOWER
+# Street and town names: Hauptstraße, O'Connell, Sulzbach-Rosenberg; towns also in capitals.
+_NAME = rf"[{_U}](?:['\u2019][{_U}])?[{_L}'\u2019]{{0,30}}(?:-[{_U}]?[{_L}'\u2019]{{1,30}}){{0,3}}"
+_TOWN = rf"(?:{_NAME}|[{_U}]{{2,30}})"
+_ORDINAL = r"\d{1,3}(?:st|nd|rd|th)"  # 5th Avenue, 42nd Street
 _NUMBER = r"\d{1,5}(?: ?[A-Za-z](?![\w]))?(?:[-/]\d{1,4})?"
 
 # USPS Publication 28 street suffixes (full and common abbreviated forms) and British ones.
@@ -57,7 +61,7 @@ _EN_UNIT = (
 _EN_PREMISE = r"(?:(?:Flat|Studio|Apartment|Apt\.?|Unit|Suite) [\w-]{1,5},? )"
 _EN = (
     rf"(?<![\w-])(?:{_EN_PREMISE}(?:{_NUMBER},? )?|{_NUMBER},? )"
-    rf"(?:{_NAME} ){{1,4}}(?:{_EN_TYPE})\.?"
+    rf"(?:(?:{_NAME}|{_ORDINAL}) ){{1,4}}(?:{_EN_TYPE})\.?"
     rf"(?: (?:N|S|E|W|NE|NW|SE|SW)\b\.?)?{_EN_UNIT}?"
 )
 
@@ -105,10 +109,12 @@ _ES_IT = (
 )
 
 # A postal code and a town after the street, on the same or the next line.
+_UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}"
 _POSTAL = (
-    r"(?:,? ?\n? ?(?:\d{5}(?:-\d{4})?|\d{4} ?[A-Z]{2}|\d{4}|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2})"
-    rf"(?: {_NAME}){{1,3}}"
-    rf"|,? ?\n? ?(?:{_NAME} ){{0,2}}{_NAME},? (?:[A-Z]{{2}} )?\d{{5}}(?:-\d{{4}})?)"
+    rf"(?:,? ?\n? ?(?:\d{{5}}(?:-\d{{4}})?|\d{{4}} ?[A-Z]{{2}}|\d{{4}}|{_UK_POSTCODE})"
+    rf"(?: {_TOWN}){{1,3}}(?![\w])"
+    rf"|,? ?\n? ?(?:{_TOWN} ){{0,2}}{_TOWN},? (?:[A-Z]{{2}} )?\d{{5}}(?:-\d{{4}})?"
+    rf"|,? ?\n? ?(?:{_TOWN} ){{0,2}}{_TOWN},? {_UK_POSTCODE})"
 )
 
 _ADDRESS = re.compile(rf"(?:{_EN}|{_FR}|{_DE}|{_ES_IT})(?:{_POSTAL})?")

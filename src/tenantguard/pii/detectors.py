@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -121,8 +122,14 @@ class PhoneDetector:
             digits = sum(c.isdigit() for c in number)
             if not 7 <= digits <= 15 or _NOT_PHONE.fullmatch(number):
                 continue
-            if len(re.split(r"\D+", number.rstrip(")"))[-1]) < 2:  # "…-11111-2": not a phone
-                continue
+            groups = re.split(r"\D+", number.rstrip(")"))
+            if len(groups[-1]) < 2:
+                # A last group of one digit: a switchboard's extension ("+49 30 901820-0") when
+                # what comes before is a valid international number and a dash; else no phone.
+                head = number[: number.rfind(groups[-1])]
+                international = number.startswith(("+", "00"))
+                if not (international and head.endswith("-") and self._score(head[:-1]) == 0.85):
+                    continue
             if lowered is None:
                 lowered = text.lower()
             before = lowered[max(0, match.start() - CONTEXT_WINDOW) : match.start()]
@@ -151,6 +158,50 @@ class PhoneDetector:
             if phonenumbers.is_possible_number(parsed):
                 best = 0.45  # below the default threshold: found only with a context word
         return best
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedDetector:
+    """A value written in groups (cards, IBANs): within each loose match, the longest run of
+    whole groups that passes the checksum, so that digits or a word written right after the
+    value (an expiry date, a BIC, a currency) cannot make the whole value fail it."""
+
+    pii_class: str
+    pattern: re.Pattern[str]
+    separator: re.Pattern[str]
+    score: float
+    validate: Callable[[str], bool]
+    min_chars: int
+    max_chars: int
+    context: tuple[str, ...] = ()
+
+    def detect(self, text: str) -> Iterable[Span]:
+        lowered = text.lower() if self.context else ""
+        for match in self.pattern.finditer(text):
+            found = self._best(match.group())
+            if found is None:
+                continue
+            start, end = match.start() + found[0], match.start() + found[1]
+            score = self.score
+            before = lowered[max(0, start - CONTEXT_WINDOW) : start]
+            if any(word in before for word in self.context):
+                score = min(1.0, score + 0.1)
+            yield Span(start, end, self.pii_class, score)
+
+    def _best(self, value: str) -> tuple[int, int] | None:
+        bounds: list[tuple[int, int]] = []
+        position = 0
+        for sep in self.separator.finditer(value):
+            bounds.append((position, sep.start()))
+            position = sep.end()
+        bounds.append((position, len(value)))
+        # Runs from the first group only: a number cut out of the middle of a longer one is
+        # more often an accident of digits than a value.
+        for j in range(len(bounds), 0, -1):
+            compact = "".join(value[a:b] for a, b in bounds[:j])
+            if self.min_chars <= len(compact) <= self.max_chars and self.validate(compact):
+                return bounds[0][0], bounds[j - 1][1]
+        return None
 
 
 def luhn(value: str) -> bool:
@@ -189,7 +240,7 @@ _IBAN_LENGTHS = {
 
 
 def iban(value: str) -> bool:
-    compact = value.replace(" ", "").upper()
+    compact = value.replace(" ", "").replace("-", "").upper()
     expected = _IBAN_LENGTHS.get(compact[:2])
     if expected is not None and len(compact) != expected:
         return False
@@ -236,6 +287,8 @@ def _jwt(value: str) -> bool:
     header = value.split(".", 1)[0]
     try:
         decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except RecursionError:
+        return True  # JSON nested past the parser's depth, in a JWT's shape: claimed anyway
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return False
     return isinstance(decoded, dict) and "alg" in decoded
@@ -252,25 +305,44 @@ def _ip(value: str) -> bool:
 # Unicode letters count (addresses with internationalised local parts and domains exist):
 # detection must cover the whole address, or a redaction would leak the part it missed.
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[\w.%+-]{1,64}@[^\W_](?:[\w-]{0,61}[^\W_])?"
+    r"(?<![\w.%+'-])[\w.%+-]{1,64}(?:'[\w.%+-]{1,63})?@[^\W_](?:[\w-]{0,61}[^\W_])?"
     r"(?:\.[^\W_](?:[\w-]{0,61}[^\W_])?){1,8}\b"
 )
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){11,18}\d(?!\d)")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+# Loose shapes: the detectors below look inside them for the longest valid value, so that an
+# expiry date or a BIC after the number cannot hide it.
+_CARD = re.compile(r"(?<!\d)\d(?:(?:[ .-]{1,2}|\n)?\d){11,24}(?!\d)")
+_CARD_SEPARATOR = re.compile(r"(?:[ .-]{1,2}|\n)")
+_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,40}\b")
+_IBAN_SEPARATOR = re.compile(r"[ -]")
 _SSN = re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?!\d)")
+# Nine digits without separators: an SSN only right after its name.
+_SSN_BARE = re.compile(
+    r"(?i)\b(?:ssn|social security(?: number| no\.?)?)[\s:#.]{0,4}(?:is )?"
+    r"((?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4})(?!\d)"
+)
 _OUR_KEY = re.compile(r"\btg_(?:sk|rt|ml)_[0-9A-Za-z]{38}\b")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,2048}\.[A-Za-z0-9_-]{4,8192}\.[A-Za-z0-9_-]{0,1024}")
+# PEM (headers such as Proc-Type and DEK-Info included), PGP armour, and either one inside a
+# JSON string, where line breaks are the two characters backslash and n.
+PRIVATE_KEY_END = r"-----END (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)?-----"
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----[A-Za-z0-9+/=\s]{0,16384}"
-    r"-----END (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----"
+    r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)?-----"
+    r"[A-Za-z0-9+/=\s\\:,.-]{0,16384}?" + PRIVATE_KEY_END
 )
 _PROVIDER_KEY = re.compile(
-    r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,200}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36})\b"
+    r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,200}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36}"
+    r"|github_pat_[A-Za-z0-9_]{22,255}|xox[abposr]-[A-Za-z0-9-]{10,200})\b"
 )
+# A value after a secret's name, the name possibly prefixed or suffixed (DB_PASSWORD,
+# client_secret, aws_secret_access_key) and quoted (JSON, YAML, shell).
 _PASSWORD = re.compile(
-    r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|token)\s{0,3}[:=]\s{0,3}"
+    r"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9]{1,20}[_-]){0,3}"
+    r"(?:password|passwd|pwd|passphrase|secret|api[_-]?key|token|access[_-]?key)"
+    r"(?:[_-][A-Za-z0-9]{1,20}){0,3}[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
     r"([^\s\"',;]{1,256})"
 )
+# The password in a URL's userinfo: scheme://user:password@host.
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{1,64}:([^\s/@]{1,256})@")
 _UK_NINO = re.compile(
     r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
     r" ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
@@ -283,6 +355,18 @@ _PASSPORT = re.compile(
     r"\b(?:[A-Z]{0,2}\d{6,9}|[A-Z]\d{2}[A-Z0-9]{5,6}|\d{2}[A-Z]{2}\d{5})\b"  # US/UK, DE, FR
 )
 _DATE = re.compile(r"\b(?:\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d{2}|(?:19|20)\d{2}-\d{2}-\d{2})\b")
+_MONTHS = (
+    r"jan(?:uary|vier|uar|\.)?|feb(?:ruary|ruar|\.)?|f[ée]vrier|febbraio|febrero|mar(?:ch|s|\.)?"
+    r"|m[äa]rz|marzo|maart|apr(?:il|\.)?|avril|aprile|abril|may|mai|mei|maggio|mayo"
+    r"|june?|juin|juni|giugno|junio|july?|juillet|juli|luglio|julio|aug(?:ust|\.)?|ao[ûu]t"
+    r"|agosto|augustus|sep(?:tember|tembre|\.)?|settembre|septiembre|oct(?:ober|obre|\.)?"
+    r"|oktober|ottobre|octubre|nov(?:ember|embre|\.)?|novembre|noviembre|dec(?:ember|\.)?"
+    r"|d[ée]cembre|dezember|dicembre|diciembre|januar|janvier|gennaio|enero|januari|februari"
+)
+_DATE_WORDS = re.compile(
+    rf"(?i)\b(?:\d{{1,2}}(?:st|nd|rd|th|er)?\.? (?:de )?(?:{_MONTHS})(?: de)?,? (?:19|20)\d{{2}}"
+    rf"|(?:{_MONTHS}) \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d{{2}})\b"
+)
 # Health: ICD-10 codes (after a context word), and conditions and medications by name.
 _ICD10 = re.compile(r"\b[A-TV-Z]\d[0-9AB](?:\.[0-9A-TV-Z]{1,4})?\b")
 _HEALTH_TERMS = re.compile(
@@ -305,7 +389,8 @@ _BIOMETRIC = re.compile(
 )
 # Minors: an age under 18, or a school grade, in a few languages.
 _MINOR = re.compile(
-    r"(?i)\b(?:(?:aged?|age of)\s{1,3}(?:[1-9]|1[0-7])\b|(?:[1-9]|1[0-7])[- ]years?[- ]old\b|"
+    r"(?i)\b(?:(?:aged?|age of|age:|âge:|alter:|edad:|età:)\s{1,3}(?:[1-9]|1[0-7])\b|"
+    r"(?:[1-9]|1[0-7])[- ]years?[- ]old\b|"
     r"(?:[1-9]|1[0-7]) (?:ans|años|anni|jaar)\b|(?:[1-9]|1[0-7]) jahre alt\b|"
     r"(?:[1-9]|1[0-2])(?:st|nd|rd|th) grade\b|"
     r"grade (?:[1-9]|1[0-2])\b|year (?:[1-9]|1[0-3]) (?:pupil|student)\b|"
@@ -326,16 +411,20 @@ def default_detectors() -> list[Detector]:
         NameDetector(),
         AddressDetector(),
         PatternDetector("email", _EMAIL, 0.9, context=("mail", "contact", "e-mail")),
-        PatternDetector(
-            "payment_card", _CARD, 0.9, payment_card, context=("card", "visa", "credit")
+        GroupedDetector(
+            "payment_card", _CARD, _CARD_SEPARATOR, 0.9, payment_card, 12, 19, ("card", "visa")
         ),
-        PatternDetector("iban", _IBAN, 0.85, iban, context=("iban", "account", "bank")),
+        GroupedDetector(
+            "iban", _IBAN, _IBAN_SEPARATOR, 0.85, iban, 15, 34, ("iban", "account", "bank")
+        ),
         PatternDetector("us_ssn", _SSN, 0.6, context=("ssn", "social security"), context_boost=0.3),
+        PatternDetector("us_ssn", _SSN_BARE, 0.85, group=1),
         PatternDetector("credential", _OUR_KEY, 1.0, _our_key),
         PatternDetector("credential", _JWT, 0.95, _jwt),
         PatternDetector("credential", _PRIVATE_KEY, 1.0),
         PatternDetector("credential", _PROVIDER_KEY, 0.9),
         PatternDetector("credential", _PASSWORD, 0.85, group=1),
+        PatternDetector("credential", _URL_PASSWORD, 0.9, group=1),
         PatternDetector("uk_nino", _UK_NINO, 0.8, context=("national insurance", "nino", "ni ")),
         PatternDetector("fr_nir", _FR_NIR, 0.85, fr_nir, context=("sécurité sociale", "nir")),
         PatternDetector("de_tax_id", _DE_TAX_ID, 0.6, de_tax_id, context=("steuer", "tax", "idnr")),
@@ -345,6 +434,14 @@ def default_detectors() -> list[Detector]:
             0.6,
             context=("passport", "passeport", "reisepass", "pasaporte"),
             context_boost=0.25,
+            require_context=True,
+        ),
+        PatternDetector(
+            "date_of_birth",
+            _DATE_WORDS,
+            0.6,
+            context=("born", "birth", "dob", "né le", "née le", "geboren", "nacimiento"),
+            context_boost=0.3,
             require_context=True,
         ),
         PatternDetector(
@@ -393,13 +490,76 @@ class DetectorRegistry:
         return chosen
 
     def scan(self, text: str, classes: Iterable[str] | None = None) -> list[Span]:
-        """Spans of the requested classes (all, by default), overlaps resolved: where spans
-        overlap, the higher score wins, then the longer span."""
+        """Spans of the requested classes (all, by default) in `text`, which is first
+        normalised (`normalise_for_scan`: look-alike spaces and full-width forms, zero-width
+        characters) so that formatting cannot hide a value; spans are in `text`'s offsets.
+
+        Overlaps are resolved without losing coverage: credentials first (they are strict on
+        every channel, so no other class may take their place), then the higher score, then
+        the longer span; a span that loses keeps the parts no winner covers, so the rest of
+        a name next to a password is still redacted."""
         chosen = self.classes if classes is None else self.check_classes(classes)
-        found = [s for c in sorted(chosen) for d in self._by_class[c] for s in d.detect(text)]
-        found.sort(key=lambda s: (-s.score, -(s.end - s.start), s.start))
+        scanned, positions = normalise_for_scan(text)
+        found = [s for c in sorted(chosen) for d in self._by_class[c] for s in d.detect(scanned)]
+        found.sort(key=lambda s: (s.pii_class not in _FIRST, -s.score, s.start - s.end, s.start))
+        starts: list[int] = []  # kept spans, disjoint, ordered by start
         kept: list[Span] = []
         for span in found:
-            if all(span.end <= k.start or span.start >= k.end for k in kept):
-                kept.append(span)
-        return sorted(kept)
+            for piece in _uncovered(span, starts, kept, scanned):
+                index = bisect.bisect_left(starts, piece.start)
+                starts.insert(index, piece.start)
+                kept.insert(index, piece)
+        if positions is None:
+            return kept
+        return [
+            Span(positions[s.start], positions[s.end - 1] + 1, s.pii_class, s.score) for s in kept
+        ]
+
+
+_FIRST = frozenset({"credential"})
+
+
+def _uncovered(span: Span, starts: list[int], kept: list[Span], text: str) -> Iterator[Span]:
+    """The parts of `span` that no kept span covers; where a part was cut, it is trimmed of
+    the spaces and punctuation at the cut."""
+    index = bisect.bisect_right(starts, span.start) - 1
+    position = span.start
+    if index >= 0 and kept[index].end > position:
+        position = kept[index].end
+    index += 1
+    while position < span.end:
+        stop = starts[index] if index < len(starts) and starts[index] < span.end else span.end
+        piece_start, piece_end = position, stop
+        while (
+            piece_start != span.start
+            and piece_start < piece_end
+            and not text[piece_start].isalnum()
+        ):
+            piece_start += 1
+        while (
+            piece_end != span.end and piece_end > piece_start and not text[piece_end - 1].isalnum()
+        ):
+            piece_end -= 1
+        if piece_start < piece_end:
+            yield Span(piece_start, piece_end, span.pii_class, span.score)
+        if stop == span.end:
+            return
+        position = kept[index].end
+        index += 1
+
+
+# Spaces that look like a space, mapped to one; full-width ASCII forms to ASCII (one character
+# each, so offsets hold); characters that render as nothing, removed (offsets mapped back).
+_SPACES = "\u00a0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))
+_ONE_FOR_ONE = {ord(c): " " for c in _SPACES} | {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff]")
+
+
+def normalise_for_scan(text: str) -> tuple[str, list[int] | None]:
+    """`text` as the detectors see it, and, when characters were removed, the offset in `text`
+    of each character kept (None: offsets are unchanged)."""
+    mapped = text.translate(_ONE_FOR_ONE)
+    if _INVISIBLE.search(mapped) is None:
+        return mapped, None
+    positions = [i for i, c in enumerate(mapped) if not _INVISIBLE.match(c)]
+    return "".join(mapped[i] for i in positions), positions

@@ -22,20 +22,46 @@ Threat stopped: a person's name reaching a model or a log against the tenant's p
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tenantguard.pii.detectors import Span
 
-_UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆČĎĐĒĖĘĚĞĢĪĮİĶĹĻĽŁŃŅŇŌŐŒŔŘŚŞŠŢŤŪŮŰŲŸŹŻŽ"
-_LOWER = "a-zß-öø-ÿāăąćčďđēėęěğģīįıķĺļľłńņňōőœŕřśşšţťūůűųźżž"
-_WORD = rf"[{_UPPER}][{_LOWER}]{{1,30}}(?:[-'\u2019][{_UPPER}]?[{_LOWER}]{{1,30}})?"
+
+def _letters(test: Callable[[str], bool]) -> str:
+    """A character class body of the Latin, Greek and Cyrillic letters `test` accepts."""
+    blocks = [(0x41, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x1E00, 0x1EFF)]
+    chars = [chr(c) for a, b in blocks for c in range(a, b + 1) if test(chr(c))]
+    ranges: list[str] = []
+    first = previous = chars[0]
+    for char in [*chars[1:], ""]:
+        if char and ord(char) == ord(previous) + 1:
+            previous = char
+            continue
+        ranges.append(first if first == previous else f"{first}-{previous}")
+        first = previous = char
+    return "".join(ranges)
+
+
+UPPER = _letters(str.isupper)
+LOWER = _letters(str.islower)
+_UPPER, _LOWER = UPPER, LOWER
+_APOSTROPHE = "'\u2019"
+# A capitalised word: O'Neill, D'Angelo, McDonald, LeBlanc, Jean-Pierre, Popescu-Țurcanu.
+_WORD = (
+    rf"[{_UPPER}](?:[{_APOSTROPHE}][{_UPPER}])?[{_LOWER}]{{1,30}}(?:[{_UPPER}][{_LOWER}]{{1,30}})?"
+    rf"(?:[-{_APOSTROPHE}][{_UPPER}]?[{_LOWER}]{{1,30}}){{0,2}}"
+)
+_CAPS = rf"[{_UPPER}]{{2,30}}"
+_INITIAL = rf"[{_UPPER}]\."
 _PARTICLE = (
     r"(?:van der |van den |von der |van |von |de la |de los |del |de |di |da |du |le |la |d'|O')"
 )
-# A run of up to four capitalised words, particles allowed before all but the first.
-_RUN = re.compile(rf"(?<![\w'\u2019-]){_WORD}(?: {_PARTICLE}?{_WORD}){{0,3}}(?![\w'\u2019-])")
-_TOKEN = re.compile(rf"{_PARTICLE}?({_WORD})")
+_EDGE = rf"(?![\w{_APOSTROPHE}-])"
+# Each word that may start a name; what follows it: up to four more words (or initials).
+_CANDIDATE = re.compile(rf"(?<![\w{_APOSTROPHE}-])(?:{_WORD}|{_CAPS}){_EDGE}")
+_TAIL = re.compile(rf"(?: {_PARTICLE}?(?:{_WORD}|{_INITIAL}){_EDGE}){{0,4}}")
+_CAPS_TAIL = re.compile(rf"(?: {_CAPS}{_EDGE}){{0,4}}")
 
 HONORIFICS = frozenset(
     {
@@ -67,7 +93,8 @@ _INTRODUCER = re.compile(
 # Capitalised words that open a run and mark what follows as a name: titles and greetings.
 _OPENERS = HONORIFICS | frozenset(
     {"dear", "hi", "hello", "bonjour", "hallo", "hola", "ciao", "beste", "geachte", "estimado",
-     "estimada", "gentile", "caro", "cara", "madame", "monsieur", "patient", "customer"}
+     "estimada", "gentile", "caro", "cara", "madame", "monsieur", "patient", "customer",
+     "dr.", "mr.", "mrs.", "ms."}
 )  # fmt: skip
 _HONORIFIC = re.compile(r"(?i)(?:^|[^\w.])([\w.]{1,9})\.?[ \t]{1,3}$")
 
@@ -124,10 +151,6 @@ _GIVEN_TEXT = """
 GIVEN_NAMES = frozenset(_GIVEN_TEXT.split())
 
 
-def _word(run: str, bounds: tuple[int, int]) -> str:
-    return run[bounds[0] : bounds[1]].lower().rstrip(".")
-
-
 def _is_title(word: str) -> bool:
     """An honorific as written before a name: `Dr`, `Mme`, `M.`; not `DR` (a Dutch postcode's
     letters) nor `dr` in running text."""
@@ -145,35 +168,30 @@ class NameDetector:
     pii_class: str = "person_name"
 
     def detect(self, text: str) -> Iterable[Span]:
-        for run in _RUN.finditer(text):
-            before = text[max(0, run.start() - 40) : run.start()]
-            words = [(m.start(1), m.end(1)) for m in _TOKEN.finditer(run.group())]
-            start = run.start()
-            openers = 0
-            while openers < len(words) and _word(run.group(), words[openers]) in _OPENERS:
-                openers += 1
-            if openers:
-                # "Dear Dr Ada Lovelace" in one run: the name is what follows the openers.
-                if openers == len(words):
-                    continue
-                titled = any(_word(run.group(), w) in HONORIFICS for w in words[:openers])
-                score = 0.85 if titled else 0.8
-                start = run.start() + words[openers][0]
-            elif (m := _HONORIFIC.search(before)) and _is_title(m.group(1)):
+        """Each capitalised word is looked at on its own (what is before it, what follows),
+        never as part of a run grouped from the left: a name after a long run of capitalised
+        words is found, and so is it in any tail of the text (the stream rescans tails)."""
+        covered = 0
+        for word in _CANDIDATE.finditer(text):
+            if word.start() < covered:
+                continue
+            value = word.group()
+            lowered = value.lower()
+            if lowered in _OPENERS:
+                continue  # a title or greeting is never part of the name it introduces
+            before = text[max(0, word.start() - 40) : word.start()]
+            caps = value.isupper()
+            if (m := _HONORIFIC.search(before)) and _is_title(m.group(1)):
                 score = 0.85
             elif _INTRODUCER.search(before.lower()):
                 score = 0.8
+            elif not caps and lowered in GIVEN_NAMES:
+                score = 0.7  # a given name, then a surname
             else:
-                # A given name, then a surname: the span starts at the given name.
-                found = next(
-                    (
-                        i
-                        for i, (s, e) in enumerate(words[:-1])
-                        if run.group()[s:e].lower() in GIVEN_NAMES
-                    ),
-                    None,
-                )
-                if found is None:
-                    continue
-                start, score = run.start() + words[found][0], 0.7
-            yield Span(start, run.end(), self.pii_class, score)
+                continue
+            tail = (_CAPS_TAIL if caps else _TAIL).match(text, word.end())
+            end = tail.end() if tail else word.end()
+            if score == 0.7 and end == word.end():
+                continue  # a given name alone ("Will", "May") is not claimed
+            covered = end
+            yield Span(word.start(), end, self.pii_class, score)

@@ -53,10 +53,15 @@ def normalise(pii_class: str, value: str) -> str:
     return value.strip()
 
 
+def text_bytes(value: str) -> bytes:
+    """UTF-8, lone surrogates included (text from JSON may carry them): never a crash."""
+    return value.encode("utf-8", "surrogatepass")
+
+
 def strict_token(key: bytes, pii_class: str, value: str) -> str:
     if len(key) < MIN_KEY:
         raise ValueError("a token key has at least 256 bits")
-    message = pii_class.encode() + b"\x00" + normalise(pii_class, value).encode()
+    message = pii_class.encode() + b"\x00" + text_bytes(normalise(pii_class, value))
     digest = hmac.new(key, message, hashlib.sha256).digest()
     tag = base64.b32encode(digest[:10]).decode().rstrip("=").lower()
     return f"[{pii_class.upper()}_{tag}]"

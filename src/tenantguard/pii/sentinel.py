@@ -33,7 +33,7 @@ from tenantguard.errors import RequestInvalid
 from tenantguard.pii.channels import has_findings, redactor, remember_policy, screen_event
 from tenantguard.pii.detectors import DetectorRegistry, Span
 from tenantguard.pii.policy import CHANNELS, PiiPolicy, parse_policy
-from tenantguard.pii.redact import Finding, apply_policy, normalise
+from tenantguard.pii.redact import Finding, apply_policy, normalise, text_bytes
 
 TOKEN_KEY = EncryptedColumn("pii_token_keys", "sealed", ("tenant_id",))
 VAULT_VALUE = EncryptedColumn("pii_vault", "sealed", ("conversation", "token"))
@@ -66,7 +66,7 @@ class _Vault:
 
     def token_for(self, pii_class: str, value: str) -> str:
         value_hash = hmac.new(
-            self._key, f"{pii_class}\0{normalise(pii_class, value)}".encode(), hashlib.sha256
+            self._key, text_bytes(f"{pii_class}\0{normalise(pii_class, value)}"), hashlib.sha256
         ).digest()
         row = self._tx.execute(
             "SELECT token FROM tenantguard.pii_vault WHERE tenant_id = %s AND conversation = %s"
@@ -78,7 +78,7 @@ class _Vault:
         tag = secrets.token_bytes(10)
         token = f"[{pii_class.upper()}_REV_{base64.b32encode(tag).decode().lower()}]"
         sealed = VAULT_VALUE.seal(
-            self._s.keyring, self._tx, self._ctx, (self._conversation, token), value.encode()
+            self._s.keyring, self._tx, self._ctx, (self._conversation, token), text_bytes(value)
         )
         self._tx.execute(
             "INSERT INTO tenantguard.pii_vault (tenant_id, conversation, token, pii_class,"
@@ -218,7 +218,7 @@ class Sentinel:
                 plain = VAULT_VALUE.open(
                     self.keyring, tx, ctx.tenant_id, (conversation, token), bytes(row[1])
                 )
-                restored[token] = plain.decode()
+                restored[token] = plain.decode("utf-8", "surrogatepass")
             record_action(
                 tx,
                 ctx,

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import re
 
-from tenantguard.pii.detectors import CONTEXT_WINDOW, DetectorRegistry, Span
+from tenantguard.pii.detectors import CONTEXT_WINDOW, PRIVATE_KEY_END, DetectorRegistry, Span
 from tenantguard.pii.policy import PiiPolicy
 from tenantguard.pii.redact import Finding, Reversible, apply_policy
 
 DEFAULT_HOLD = 1024
 MAX_HELD = 65536  # an unfinished block is not held forever: past this, it is cut anyway
 _OPEN_BLOCK = "-----BEGIN"
-_CLOSE_BLOCK = re.compile(r"-----END (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----")
+_CLOSE_BLOCK = re.compile(PRIVATE_KEY_END)
 
 
 class StreamRedactor:
@@ -44,12 +44,25 @@ class StreamRedactor:
         self._key, self._vault, self._hold = token_key, vault, hold
         self._pending = ""
         self._tail = ""  # the last characters emitted, unredacted: context for the next scan
+        self._step = hold // 4
+        self._next_scan = hold + self._step
         self.findings: list[Finding] = []
 
     def feed(self, chunk: str) -> str:
-        """The redacted text that is safe to send now (possibly empty)."""
+        """The redacted text that is safe to send now (possibly empty).
+
+        A scan waits until a quarter of `hold` more text has come since the last one, and
+        twice as much text when the last one could emit nothing (a long token or a key block
+        still arriving): each character is scanned a bounded number of times, so a stream
+        costs time linear in its length whatever its chunking. Waiting changes nothing in the
+        output, only when it leaves."""
         self._pending += chunk
-        return self._emit(final=False)
+        if len(self._pending) < self._next_scan:
+            return ""
+        out = self._emit(final=False)
+        held = len(self._pending)
+        self._next_scan = held + self._step if out else max(held + self._step, 2 * held)
+        return out
 
     def finish(self) -> str:
         """Everything still held, redacted."""
