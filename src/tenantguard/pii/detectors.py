@@ -495,13 +495,14 @@ class DetectorRegistry:
         characters) so that formatting cannot hide a value; spans are in `text`'s offsets.
 
         Overlaps are resolved without losing coverage: credentials first (they are strict on
-        every channel, so no other class may take their place), then the higher score, then
-        the longer span; a span that loses keeps the parts no winner covers, so the rest of
-        a name next to a password is still redacted."""
+        every channel, so no other class may take their place), then the longer span (a
+        validated IBAN beats the card-like digits inside it), then the higher score; a span
+        that loses keeps the parts no winner covers, so the rest of a name next to a
+        password is still redacted."""
         chosen = self.classes if classes is None else self.check_classes(classes)
         scanned, positions = normalise_for_scan(text)
         found = [s for c in sorted(chosen) for d in self._by_class[c] for s in d.detect(scanned)]
-        found.sort(key=lambda s: (s.pii_class not in _FIRST, -s.score, s.start - s.end, s.start))
+        found.sort(key=lambda s: (s.pii_class not in _FIRST, s.start - s.end, -s.score, s.start))
         starts: list[int] = []  # kept spans, disjoint, ordered by start
         kept: list[Span] = []
         for span in found:
