@@ -66,8 +66,16 @@ def append(
         # Secrets first (keys, tokens: always masked), then personal data by the tenant's
         # policy for the audit channel (pii.channels): what is hashed is what was screened.
         screen = ACTIVE_SCREEN.get() or default_audit_screen
-        reason, screened = screen(
-            conn, tenant_id, record.reason, redact_value(dict(record.payload or {}))
+        texts, screened = screen(
+            conn,
+            tenant_id,
+            {
+                "reason": record.reason,
+                "target_id": record.target_id,
+                "actor_id": record.actor.id,
+                "request_id": request_id,
+            },
+            redact_value(dict(record.payload or {})),
         )
         payload = canonical_json(screened)
         # The lock, and which service writes (the connection's application_name), in one
@@ -90,13 +98,13 @@ def append(
             "id": uuid4(),
             "occurred_at": now,
             "actor_type": record.actor.type,
-            "actor_id": record.actor.id,
+            "actor_id": texts["actor_id"],
             "action": record.action,
             "target_type": record.target_type,
-            "target_id": record.target_id,
+            "target_id": texts["target_id"],
             "outcome": record.outcome,
-            "reason": reason,
-            "request_id": request_id,
+            "reason": texts["reason"],
+            "request_id": texts["request_id"],
             "payload": payload,
             "format": FORMAT_VERSION,
             "policy_version": record.policy_version,

@@ -36,7 +36,9 @@ from tenantguard.errors import (
 Connection = psycopg.Connection[TupleRow]
 # The PII screen of audit events written in the current transaction (see pii.channels): the
 # database sets its own `audit_screen` for each transaction it opens; audit.store reads it.
-AuditScreen = Callable[[Connection, UUID, str, dict[str, Any]], tuple[str, dict[str, Any]]]
+AuditScreen = Callable[
+    [Connection, UUID, dict[str, str], dict[str, Any]], tuple[dict[str, str], dict[str, Any]]
+]
 ACTIVE_SCREEN: ContextVar[AuditScreen | None] = ContextVar("tenantguard_audit_screen", default=None)
 
 _log = structlog.get_logger("tenantguard.db")

@@ -6,19 +6,22 @@ channel: `strict` replaces a finding with a keyed token, `flag` keeps it and rep
 `reversible` cannot be chosen for these channels (the policy refuses it): there is no
 conversation to keep a vault for, and nobody should re-identify a log.
 
-- **Audit.** `audit.store.append` passes every event through the screen of the transaction it
-  runs in (`db.pool.ACTIVE_SCREEN`, which the database sets for its transactions). The PII
+- **Audit.** `audit.store.append` passes every event (its reason, target, actor and request
+  ids, and its payload, keys and long numbers included) through the screen of the transaction
+  it runs in (`db.pool.ACTIVE_SCREEN`, which the database sets for its transactions). The PII
   sentinel installs one that reads the tenant's policy and token key in that same transaction,
   so audit tokens equal the tenant's strict tokens and auditors can see "the same person in
   three events". Where no sentinel is installed (a CLI command, a library caller), the
-  `default_audit_screen` is strict on every class with a process key. Either way the screened
-  event is what is hashed, so verification never needs a key; findings are listed under the
-  payload's `_pii` member (field, class, mode, score in percent: audit payloads hold no floats).
+  `default_audit_screen` is strict on every class with a process key per tenant. Either way
+  the screened event is what is hashed, so verification never needs a key; findings are
+  listed under the payload's `_pii` member (field, class, mode, score in percent: audit
+  payloads hold no floats).
 - **Logs.** `log_processor` runs in the structlog chain after secret redaction. Log tokens use
-  a key of the process: stable within a process, never equal to a model-facing token, so a log
-  reader cannot link a line to a prompt. A line that names a tenant (`tenant_id`) follows that
-  tenant's log-channel policy if this process has seen it within `POLICY_TTL` seconds
-  (`remember_policy`); otherwise the default (strict) applies.
+  a key of the process (per tenant when the line names one): stable within a process, never
+  equal to a model-facing token, so a log reader cannot link a line to a prompt. A line that
+  names a tenant (`tenant_id`) follows that tenant's log-channel policy if this process has
+  read it, committed, within `POLICY_TTL` seconds (`remember_policy`); otherwise the default
+  (strict) applies.
 
 Threat stopped: personal data kept for years in an audit chain or a log system, where no
 redaction can reach it afterwards.
@@ -26,6 +29,8 @@ redaction can reach it afterwards.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import threading
@@ -42,13 +47,15 @@ from tenantguard.pii.redact import Finding, apply_policy
 POLICY_TTL = 60.0
 MAX_REMEMBERED = 10_000
 PII_MEMBER = "_pii"
-# Identifiers are not scanned: UUIDs, hex digests, timestamps, our own dotted names.
+# Identifiers are not scanned: UUIDs, timestamps, and hex digests (32 or more hex characters,
+# at least one a letter, so that no digit run of a card or phone number hides as one). Every
+# other string is, dotted names and numbers included: values decide, not shapes.
 _IDENTIFIER = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|[0-9a-fA-F]{16,}"
+    r"|(?=[0-9]*[a-fA-F])[0-9a-fA-F]{32,}"
     r"|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?"
-    r"|[a-z][a-z0-9_]{0,40}(?:[.:][a-z0-9_]{1,40}){1,6}"
 )
+SMALLEST_SCREENED_INT = 10**6  # shorter numbers carry no class's value
 _PROCESS_KEY = secrets.token_bytes(32)
 _lock = threading.Lock()
 _registry: DetectorRegistry | None = None
@@ -80,18 +87,26 @@ Redactor = Callable[[str, str], tuple[str, list[Finding]]]  # (text, field) -> r
 
 
 def screen_structure(value: Any, redact: Redactor, path: str = "") -> tuple[Any, list[Tag]]:
-    """`value` (JSON-like) with every non-identifier string redacted, and what was found."""
-    tags: list[Tag] = []
+    """`value` (JSON-like) with every string that is not an identifier redacted, mapping keys
+    and long integers included (an integer with a finding becomes its redacted text), and
+    what was found."""
     if isinstance(value, str):
-        if not value or _IDENTIFIER.fullmatch(value):
-            return value, tags
-        text, findings = redact(value, path)
-        return text, [Tag(path, f) for f in findings]
+        return _screen_text(value, redact, path)
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and abs(value) >= SMALLEST_SCREENED_INT
+    ):
+        text, found = _screen_text(str(value), redact, path)
+        return (text if found else value), found
+    tags: list[Tag] = []
     if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
+        out: dict[Any, Any] = {}
         for key, item in value.items():
-            out[key], found = screen_structure(item, redact, f"{path}.{key}" if path else str(key))
-            tags.extend(found)
+            new_key, key_tags = screen_structure(key, redact, f"{path}{{key}}")
+            field = f"{path}.{new_key}" if path else str(new_key)
+            out[new_key], found = screen_structure(item, redact, field)
+            tags.extend([*key_tags, *found])
         return out, tags
     if isinstance(value, list | tuple):
         items = []
@@ -101,6 +116,13 @@ def screen_structure(value: Any, redact: Redactor, path: str = "") -> tuple[Any,
             tags.extend(found)
         return items, tags
     return value, tags
+
+
+def _screen_text(value: str, redact: Redactor, path: str) -> tuple[str, list[Tag]]:
+    if not value or _IDENTIFIER.fullmatch(value):
+        return value, []
+    text, findings = redact(value, path)
+    return text, [Tag(path, f) for f in findings]
 
 
 def has_findings(registry: DetectorRegistry, value: Any) -> bool:
@@ -132,26 +154,40 @@ def redactor(
     return redact
 
 
+AuditFields = dict[str, str]  # reason, target_id, actor_id, request_id: free text too
+
+
 def screen_event(
-    reason: str, payload: dict[str, Any], redact: Redactor
-) -> tuple[str, dict[str, Any]]:
-    """An audit event's reason and payload, screened; findings listed under `_pii`."""
-    new_reason, reason_tags = screen_structure(reason, redact, "reason")
+    fields: AuditFields, payload: dict[str, Any], redact: Redactor
+) -> tuple[AuditFields, dict[str, Any]]:
+    """An audit event's text fields and payload, screened; findings listed under `_pii`
+    (a payload's own `_pii` member is dropped: findings cannot be forged)."""
+    new_fields: AuditFields = {}
+    tags: list[Tag] = []
+    for name, text in fields.items():
+        screened, found = screen_structure(text, redact, name)
+        new_fields[name] = str(screened)
+        tags.extend(found)
     body = {k: v for k, v in payload.items() if k != PII_MEMBER}
     new_payload, payload_tags = screen_structure(body, redact, "payload")
-    tags = [*reason_tags, *payload_tags]
+    tags.extend(payload_tags)
     if tags:
         new_payload[PII_MEMBER] = [t.as_json() for t in tags]
-    return str(new_reason), new_payload
+    return new_fields, new_payload
+
+
+def tenant_process_key(tenant_id: UUID) -> bytes:
+    """This process's token key for one tenant: tokens stable within the process and the
+    tenant, and unlinkable across tenants."""
+    return hmac.new(_PROCESS_KEY, tenant_id.bytes, hashlib.sha256).digest()
 
 
 def default_audit_screen(
-    _conn: object, _tenant_id: UUID, reason: str, payload: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
-    """Strict on every class, with the process key: where no sentinel is installed."""
-    return screen_event(
-        reason, payload, redactor(default_registry(), PiiPolicy(), "audit", _PROCESS_KEY)
-    )
+    _conn: object, tenant_id: UUID, fields: AuditFields, payload: dict[str, Any]
+) -> tuple[AuditFields, dict[str, Any]]:
+    """Strict on every class, with a process key per tenant: where no sentinel is installed."""
+    key = tenant_process_key(tenant_id)
+    return screen_event(fields, payload, redactor(default_registry(), PiiPolicy(), "audit", key))
 
 
 class _Policies:
@@ -183,29 +219,40 @@ def remember_policy(tenant_id: UUID, policy: PiiPolicy) -> None:
     _policies.remember(tenant_id, policy)
 
 
-# Log fields that are ours and structural: never scanned. `event` is scanned: for the
-# stdlib's records (uvicorn, libraries) it is the free-text message.
-_LOG_STRUCTURAL = frozenset(
-    {"level", "logger", "timestamp", "request_id", "tenant_id", "exception_type"}
-)
+# Log fields that are ours and structural: never scanned. `event` is scanned (for the stdlib's
+# records it is the free-text message), and so are `tenant_id` and `request_id`, which a
+# caller or a client could fill with anything.
+_LOG_STRUCTURAL = frozenset({"level", "logger", "timestamp", "exception_type"})
+LOG_FINDINGS = "pii"
+
+
+def _as_uuid(value: object) -> UUID | None:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def log_processor(
     _logger: object, _method: str, event_dict: MutableMapping[str, Any]
 ) -> dict[str, Any]:
-    """The log channel: every field but the structural ones, screened (see module doc)."""
-    policy = (
-        _policies.get(event_dict.get("tenant_id")) if "tenant_id" in event_dict else PiiPolicy()
-    )
-    redact = redactor(default_registry(), policy, "log", _PROCESS_KEY)
+    """The log channel: every field but the structural ones, screened (see module doc). A
+    caller's own `pii` field is kept as `pii_caller`: findings cannot be forged."""
+    tenant = _as_uuid(event_dict.get("tenant_id"))
+    policy = _policies.get(tenant) if tenant is not None else PiiPolicy()
+    key = tenant_process_key(tenant) if tenant is not None else _PROCESS_KEY
+    redact = redactor(default_registry(), policy, "log", key)
     out: dict[str, Any] = {}
     found: list[Tag] = []
-    for key, value in event_dict.items():
-        if key in _LOG_STRUCTURAL:
-            out[key] = value
+    for name, value in event_dict.items():
+        if name in _LOG_STRUCTURAL:
+            out[name] = value
             continue
-        out[key], tags = screen_structure(value, redact, key)
+        screened, tags = screen_structure(value, redact, name)
+        out[f"{LOG_FINDINGS}_caller" if name == LOG_FINDINGS else name] = screened
         found.extend(tags)
     if found:
-        out["pii"] = sorted({f"{t.field}:{t.finding.pii_class}" for t in found})
+        out[LOG_FINDINGS] = sorted({f"{t.field}:{t.finding.pii_class}" for t in found})
     return out

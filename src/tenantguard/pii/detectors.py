@@ -492,7 +492,8 @@ class DetectorRegistry:
     def scan(self, text: str, classes: Iterable[str] | None = None) -> list[Span]:
         """Spans of the requested classes (all, by default) in `text`, which is first
         normalised (`normalise_for_scan`: look-alike spaces and full-width forms, zero-width
-        characters) so that formatting cannot hide a value; spans are in `text`'s offsets.
+        characters, percent-encoding) so that formatting cannot hide a value; spans are in
+        `text`'s offsets.
 
         Overlaps are resolved without losing coverage: credentials first (they are strict on
         every channel, so no other class may take their place), then the longer span (a
@@ -512,9 +513,8 @@ class DetectorRegistry:
                 kept.insert(index, piece)
         if positions is None:
             return kept
-        return [
-            Span(positions[s.start], positions[s.end - 1] + 1, s.pii_class, s.score) for s in kept
-        ]
+        starts, ends = positions
+        return [Span(starts[s.start], ends[s.end - 1], s.pii_class, s.score) for s in kept]
 
 
 _FIRST = frozenset({"credential"})
@@ -556,11 +556,29 @@ _ONE_FOR_ONE = {ord(c): " " for c in _SPACES} | {c: c - 0xFEE0 for c in range(0x
 _INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff]")
 
 
-def normalise_for_scan(text: str) -> tuple[str, list[int] | None]:
-    """`text` as the detectors see it, and, when characters were removed, the offset in `text`
-    of each character kept (None: offsets are unchanged)."""
+_PERCENT = re.compile(r"%([2-7][0-9A-Fa-f])")  # printable ASCII, percent-encoded (URLs, logs)
+
+
+def normalise_for_scan(text: str) -> tuple[str, tuple[list[int], list[int]] | None]:
+    """`text` as the detectors see it and, when its length changed (characters removed,
+    percent-encoding decoded), where each character came from in `text`: its start offset
+    and its end offset (None: offsets are unchanged)."""
     mapped = text.translate(_ONE_FOR_ONE)
-    if _INVISIBLE.search(mapped) is None:
+    if _INVISIBLE.search(mapped) is None and "%" not in mapped:
         return mapped, None
-    positions = [i for i, c in enumerate(mapped) if not _INVISIBLE.match(c)]
-    return "".join(mapped[i] for i in positions), positions
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    position = 0
+    while position < len(mapped):
+        char = mapped[position]
+        if _INVISIBLE.match(char):
+            position += 1
+            continue
+        encoded = _PERCENT.match(mapped, position) if char == "%" else None
+        width = 3 if encoded else 1
+        chars.append(chr(int(encoded.group(1), 16)) if encoded else char)
+        starts.append(position)
+        ends.append(position + width)
+        position += width
+    return "".join(chars), (starts, ends)

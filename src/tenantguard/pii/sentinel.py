@@ -21,7 +21,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
+
+import structlog
 
 from tenantguard.audit.store import record_action
 from tenantguard.clock import Clock
@@ -29,10 +32,17 @@ from tenantguard.context import Principal, TenantContext
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import ACTIVE_SCREEN, Connection, Database
-from tenantguard.errors import RequestInvalid
-from tenantguard.pii.channels import has_findings, redactor, remember_policy, screen_event
+from tenantguard.errors import DecryptionFailed, RequestInvalid
+from tenantguard.pii.channels import (
+    PII_MEMBER,
+    AuditFields,
+    has_findings,
+    redactor,
+    remember_policy,
+    screen_event,
+)
 from tenantguard.pii.detectors import DetectorRegistry, Span
-from tenantguard.pii.policy import CHANNELS, PiiPolicy, parse_policy
+from tenantguard.pii.policy import CHANNELS, PiiPolicy, PolicyInvalid, parse_policy
 from tenantguard.pii.redact import Finding, apply_policy, normalise, text_bytes
 
 TOKEN_KEY = EncryptedColumn("pii_token_keys", "sealed", ("tenant_id",))
@@ -40,6 +50,7 @@ VAULT_VALUE = EncryptedColumn("pii_vault", "sealed", ("conversation", "token"))
 # `[EMAIL_REV_…]`: the uppercase marker cannot occur in a strict token's lowercase tag.
 _REVERSIBLE = re.compile(r"\[[A-Z_]{2,40}_REV_[a-z2-7]{16}\]")
 _SCREEN = Principal(type="system", id="pii-sentinel")
+_log = structlog.get_logger("tenantguard.pii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,39 +119,50 @@ class Sentinel:
         self.db.audit_screen = self.screen_audit
 
     def screen_audit(
-        self, conn: Connection, tenant_id: UUID, reason: str, payload: dict[str, object]
-    ) -> tuple[str, dict[str, object]]:
-        if not has_findings(self.registry, [reason, payload]):
-            return reason, payload  # the common case: no policy or key read at all
+        self, conn: Connection, tenant_id: UUID, fields: AuditFields, payload: dict[str, Any]
+    ) -> tuple[AuditFields, dict[str, Any]]:
+        body = {k: v for k, v in payload.items() if k != PII_MEMBER}  # never forged findings
+        if not has_findings(self.registry, [fields, body]):
+            return fields, body  # the common case: no policy or key read at all
         # A first token key seals under a data key whose creation is audited too: that nested
         # event (ids only) takes the default screen, not this one again.
         nested = ACTIVE_SCREEN.set(None)
         try:
-            policy, _ = self.policy(conn, tenant_id)
+            policy, _ = self.policy(conn, tenant_id, cache=False)
             ctx = TenantContext(tenant_id, _SCREEN, frozenset(), request_id="pii-screen")
             key = self._token_key(conn, ctx)
         finally:
             ACTIVE_SCREEN.reset(nested)
-        return screen_event(reason, payload, redactor(self.registry, policy, "audit", key))
+        return screen_event(fields, body, redactor(self.registry, policy, "audit", key))
 
-    def policy(self, conn: Connection, tenant_id: UUID) -> tuple[PiiPolicy, int]:
+    def policy(
+        self, conn: Connection, tenant_id: UUID, *, cache: bool = True
+    ) -> tuple[PiiPolicy, int]:
+        """The tenant's policy and its version. A stored policy that no longer parses (written
+        by a release with other classes) reads as the default, strict everywhere, and is
+        logged: a screen never fails an unrelated action, and never weakens.
+
+        With `cache`, the log channel of this process follows the policy read; pass False
+        inside a transaction that may have changed it (it may still roll back)."""
         row = conn.execute(
             "SELECT document, version FROM tenantguard.pii_policies WHERE tenant_id = %s",
             (tenant_id,),
         ).fetchone()
-        if row is None:
-            policy, version = PiiPolicy(), 0
-        else:
-            document = json.loads(str(row[0]))
-            policy = parse_policy(document, classes=self.registry.classes)
+        policy, version = PiiPolicy(), 0
+        if row is not None:
             version = int(row[1])
-        remember_policy(tenant_id, policy)  # the log channel follows it in this process
+            try:
+                policy = parse_policy(json.loads(str(row[0])), classes=self.registry.classes)
+            except PolicyInvalid:
+                _log.error("pii.policy_unreadable", tenant_id=str(tenant_id), version=version)
+        if cache:
+            remember_policy(tenant_id, policy)
         return policy, version
 
     def set_policy(
         self, conn: Connection, ctx: TenantContext, document: dict[str, object], *, now: datetime
     ) -> int:
-        policy = parse_policy(document, classes=self.registry.classes)  # refused if invalid
+        parse_policy(document, classes=self.registry.classes)  # refused if invalid
         text = json.dumps(document, sort_keys=True, separators=(",", ":"))
         row = conn.execute(
             "INSERT INTO tenantguard.pii_policies (tenant_id, document, version, updated_at)"
@@ -159,25 +181,38 @@ class Sentinel:
             now=now,
             payload={"version": version, "policy": text},  # as text: audit payloads hold no floats
         )
-        remember_policy(ctx.tenant_id, policy)
-        return version
+        return version  # the caller remembers it for the log channel once committed
 
     def _token_key(self, conn: Connection, ctx: TenantContext) -> bytes:
+        """The tenant's strict-token key, made on first use. After the tenant's data keys
+        were destroyed (a crypto-shred) the stored key cannot be opened any more: a new one
+        replaces it, so tokens made before the shred stay unlinkable to those made after,
+        and redaction and audit keep working."""
         row = conn.execute(
             "SELECT sealed FROM tenantguard.pii_token_keys WHERE tenant_id = %s",
             (ctx.tenant_id,),
         ).fetchone()
         if row is not None:
-            return TOKEN_KEY.open(
-                self.keyring, conn, ctx.tenant_id, (ctx.tenant_id,), bytes(row[0])
-            )
+            try:
+                return TOKEN_KEY.open(
+                    self.keyring, conn, ctx.tenant_id, (ctx.tenant_id,), bytes(row[0])
+                )
+            except DecryptionFailed:
+                _log.warning("pii.token_key_replaced", tenant_id=str(ctx.tenant_id))
         key = secrets.token_bytes(32)
         sealed = TOKEN_KEY.seal(self.keyring, conn, ctx, (ctx.tenant_id,), key)
-        conn.execute(
-            "INSERT INTO tenantguard.pii_token_keys (tenant_id, sealed, created_at)"
-            " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO NOTHING",
-            (ctx.tenant_id, sealed, self.clock.now()),
-        )
+        if row is None:
+            conn.execute(
+                "INSERT INTO tenantguard.pii_token_keys (tenant_id, sealed, created_at)"
+                " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO NOTHING",
+                (ctx.tenant_id, sealed, self.clock.now()),
+            )
+        else:  # compare and swap: a concurrent replacement wins, and is used below
+            conn.execute(
+                "UPDATE tenantguard.pii_token_keys SET sealed = %s, created_at = %s"
+                " WHERE tenant_id = %s AND sealed = %s",
+                (sealed, self.clock.now(), ctx.tenant_id, bytes(row[0])),
+            )
         row = conn.execute(  # a concurrent first use may have won: use the stored key
             "SELECT sealed FROM tenantguard.pii_token_keys WHERE tenant_id = %s",
             (ctx.tenant_id,),

@@ -144,4 +144,6 @@ def put_policy(body: PolicyIn, ctx: ManagePolicy, request: Request) -> PolicyOut
     document: dict[str, Any] = body.model_dump()
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         version = rt.sentinel.set_policy(tx, ctx, document, now=rt.clock.now())
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:  # committed: the log channel follows
+        rt.sentinel.policy(tx, ctx.tenant_id)
     return PolicyOut(**document, version=version)
