@@ -1,0 +1,239 @@
+"""Whether an outbound request may go: the URL, then every address its host resolves to. Pure.
+
+Nothing here resolves names or opens sockets: `egress.transport` resolves, asks `check_url`
+and `check_addresses`, and connects to exactly the address that was checked.
+
+An address is refused unless it is global after its embedded IPv4 address, if any, is taken
+out and checked too: IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64
+(`64:ff9b::/96`, and the local-use `64:ff9b:1::/48` whole), 6to4 (`2002::/16`) and Teredo
+(`2001::/32`) forms report themselves global to `ipaddress` while they lead to the embedded
+address. Loopback, private, link-local, CGNAT, multicast, reserved and unspecified addresses are
+not global. Cloud metadata addresses are refused by name even where they look global
+(Azure's `168.63.129.16`), and cannot be granted.
+
+A tenant's policy may narrow this (hosts allowed, hosts denied: deny wins) and may grant
+private endpoints explicitly (`EgressGrant`: a network and ports, for a tenant's own Ollama or
+vLLM server), never metadata. Names are compared after IDNA encoding and lower-casing, without
+a trailing dot.
+
+Threat stopped: server-side request forgery through every outbound call of the product (fetch
+tools, webhooks, model providers, OIDC discovery) — to internal services, the cloud metadata
+service, or the gateway itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import httpx
+
+from tenantguard.errors import TenantGuardError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+RULES = (
+    "scheme",  # not http or https
+    "port",  # not an allowed port, nor a granted one
+    "userinfo",  # credentials in the URL
+    "host_invalid",  # no host, or one that is not a name or an address
+    "host_denied",  # on the tenant's deny list, or a metadata name
+    "host_not_allowed",  # the tenant allows a list of hosts and this is not on it
+    "resolution_failed",  # the name does not resolve
+    "metadata_address",  # a cloud metadata address, whatever grants say
+    "private_address",  # loopback, private, link-local, CGNAT, reserved, ... (not global)
+    "multicast_address",
+    "response_too_large",
+    "too_slow",
+    "too_many_redirects",
+)
+
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, ...
+        "169.254.170.2",  # AWS ECS task metadata
+        "169.254.169.253",  # AWS DNS
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud
+        "168.63.129.16",  # Azure WireServer: a global-looking address
+        "fd00:ec2::254",  # AWS, IPv6
+        "fd00:ec2::23",  # AWS DNS, IPv6
+    )
+)
+METADATA_HOSTS = frozenset(
+    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "kubernetes.default"}
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+class EgressDenied(TenantGuardError):
+    """An outbound request refused by the egress guard; `rule` names why (one of `RULES`)."""
+
+    code = "egress_denied"
+    title = "Egress denied"
+    status = 403
+    default_detail = "The outbound request was refused by the egress policy."
+    rules: ClassVar[tuple[str, ...]] = RULES
+
+    def __init__(self, rule: str) -> None:
+        if rule not in RULES:
+            raise ValueError(f"unknown egress rule {rule!r}")
+        super().__init__(f"The outbound request was refused: {rule.replace('_', ' ')}.")
+        self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class EgressGrant:
+    """A private network a tenant may reach on some ports, granted explicitly (and audited by
+    whoever grants it)."""
+
+    network: IPNetwork
+    ports: frozenset[int]
+
+    @classmethod
+    def of(cls, network: str, ports: Iterable[int]) -> EgressGrant:
+        parsed = ipaddress.ip_network(network, strict=True)
+        chosen = frozenset(ports)
+        if not chosen or any(not 0 < p < 65536 for p in chosen):
+            raise ValueError("a grant names the ports it opens")
+        if any(a in parsed for a in METADATA_ADDRESSES):
+            raise ValueError("metadata addresses cannot be granted")
+        return cls(parsed, chosen)
+
+    def covers(self, address: IPAddress, port: int) -> bool:
+        return (
+            address.version == self.network.version
+            and address in self.network
+            and (port in self.ports)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EgressPolicy:
+    """What one tenant's outbound calls may reach, and how much they may take."""
+
+    allowed_ports: frozenset[int] = frozenset({80, 443})
+    allow_hosts: tuple[str, ...] = ()  # empty: any public host; "*.example.com" for subdomains
+    deny_hosts: tuple[str, ...] = ()
+    grants: tuple[EgressGrant, ...] = ()
+    max_response_bytes: int = 10 * 1024 * 1024
+    timeout_seconds: float = 10.0
+    max_redirects: int = 5
+    own_addresses: frozenset[IPAddress] = field(default_factory=frozenset)  # the gateway's own
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    scheme: str
+    host: str  # IDNA, lower case, no trailing dot; an IPv6 address without brackets
+    port: int
+
+
+def normalise_host(host: str) -> str:
+    """IDNA (for names with non-ASCII letters), lower case, no trailing dot."""
+    bare = host.rstrip(".")
+    if not bare.isascii():
+        try:
+            bare = bare.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise EgressDenied("host_invalid") from exc
+    return bare.lower()
+
+
+def _matches(host: str, pattern: str) -> bool:
+    pattern = normalise_host(pattern)
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and host != pattern[2:]
+    return host == pattern
+
+
+def check_url(url: str | httpx.URL, policy: EgressPolicy) -> Target:
+    """The scheme, host and port of `url`, or `EgressDenied` naming the rule it breaks."""
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise EgressDenied("host_invalid") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise EgressDenied("scheme")
+    if parsed.userinfo:
+        raise EgressDenied("userinfo")
+    if not parsed.host:
+        raise EgressDenied("host_invalid")
+    host = normalise_host(parsed.host)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if host in METADATA_HOSTS or any(_matches(host, p) for p in policy.deny_hosts):
+        raise EgressDenied("host_denied")
+    if policy.allow_hosts and not any(_matches(host, p) for p in policy.allow_hosts):
+        raise EgressDenied("host_not_allowed")
+    granted_port = any(port in g.ports for g in policy.grants)
+    if port not in policy.allowed_ports and not granted_port:
+        raise EgressDenied("port")
+    return Target(parsed.scheme, host, port)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to, in the forms that carry one."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # the client, de-obfuscated by ipaddress
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _IPV4_COMPATIBLE and int(address) > 1:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def address_rule(address: IPAddress) -> str | None:
+    """Why `address` may not be reached without a grant (a rule of `RULES`), or None."""
+    if address in METADATA_ADDRESSES:
+        return "metadata_address"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id or address in _NAT64_LOCAL:
+            return "private_address"
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            return address_rule(inner)  # the address it leads to decides
+    if address.is_multicast:
+        return "multicast_address"
+    private = (
+        address.is_unspecified
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or not address.is_global
+    )
+    return "private_address" if private else None
+
+
+def check_addresses(
+    target: Target, addresses: Iterable[IPAddress], policy: EgressPolicy
+) -> IPAddress:
+    """The address to connect to: the first of `addresses`, once every one of them passed
+    (a name that resolves to one internal address among public ones is refused whole, so
+    which address a client library picks cannot matter)."""
+    chosen = list(addresses)
+    if not chosen:
+        raise EgressDenied("resolution_failed")
+    for address in chosen:
+        if address in policy.own_addresses:
+            raise EgressDenied("private_address")
+        rule = address_rule(address)
+        if rule == "metadata_address":
+            raise EgressDenied(rule)
+        granted = any(g.covers(address, target.port) for g in policy.grants)
+        if granted:
+            continue
+        if rule is not None:
+            raise EgressDenied(rule)
+        if target.port not in policy.allowed_ports:
+            raise EgressDenied("port")
+    return chosen[0]
