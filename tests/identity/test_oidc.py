@@ -198,7 +198,9 @@ def relying_party(
     sessions_service: Sessions, clock: FakeClock
 ) -> Iterator[tuple[oidc.OidcClient, OKPKey]]:
     key = OKPKey.generate_key("Ed25519", parameters={"kid": "k1"})
-    client = oidc.OidcClient(sessions_service._db, sessions_service, clock=clock)
+    client = oidc.OidcClient(
+        sessions_service._db, sessions_service, clock=clock, allow_loopback=True
+    )
     client._metadata[ISSUER] = {"issuer": ISSUER}  # seeded: no network in these cases
     client._keys[ISSUER] = KeySet([key])
     yield client, key

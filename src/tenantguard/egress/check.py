@@ -128,6 +128,13 @@ class EgressPolicy:
     own_addresses: frozenset[IPAddress] = field(default_factory=frozenset)  # the gateway's own
 
 
+def loopback_grants() -> tuple[EgressGrant, ...]:
+    """Loopback on every port: for local test providers only, behind a setting named unsafe
+    (`TENANTGUARD_UNSAFE_LOOPBACK_SSO`)."""
+    every_port = range(1, 65536)
+    return (EgressGrant.of("127.0.0.0/8", every_port), EgressGrant.of("::1/128", every_port))
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     scheme: str

@@ -126,12 +126,14 @@ def egress_client(
     *,
     resolver: Resolver = resolve,
     verify: Any = True,
+    follow_redirects: bool = True,
 ) -> httpx.Client:
     """The client for outbound calls under `policy`: the egress transport, redirects
-    followed and re-checked up to the policy's limit, no proxy from the environment."""
+    followed (unless told not to) and re-checked up to the policy's limit, no proxy from the
+    environment."""
     return httpx.Client(
         transport=EgressTransport(policy, resolver=resolver, verify=verify),
-        follow_redirects=True,
+        follow_redirects=follow_redirects,
         max_redirects=policy.max_redirects,
         timeout=policy.timeout_seconds,
         trust_env=False,

@@ -34,6 +34,8 @@ from tenantguard.clock import Clock
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.db.pool import Database
+from tenantguard.egress.check import EgressPolicy, loopback_grants
+from tenantguard.egress.transport import egress_client
 from tenantguard.errors import InvalidCredentials, NotFound, RequestInvalid
 from tenantguard.identity import sso
 from tenantguard.identity.sessions import Issued, Sessions
@@ -81,7 +83,10 @@ class OidcClient:
     ) -> None:
         self._db, self._sessions, self._clock = db, sessions, clock
         self._allow_loopback = allow_loopback
-        self._http = http or httpx.Client(timeout=10.0, follow_redirects=False)
+        # Discovery, keys and token calls go out through the egress guard like every outbound
+        # call: an issuer whose name resolves to an internal address is refused at connect.
+        grants = loopback_grants() if allow_loopback else ()
+        self._http = http or egress_client(EgressPolicy(grants=grants), follow_redirects=False)
         self._metadata: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, KeySet] = {}
         self._lock = threading.Lock()
