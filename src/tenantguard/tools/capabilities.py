@@ -1,0 +1,144 @@
+"""What one run may do: the agent's tool grants, intersected with the tenant's and with the
+deployment's registry, frozen when the run starts. Pure.
+
+A grant names a tool and, for each constrained argument kind, the values it allows (domains,
+with `*.example.com` for subdomains; recipients, exact and case-insensitive). A run keeps the
+grants of both layers (the agent's and the tenant's) and a value must pass every layer: that
+is the intersection, without having to intersect patterns. A tool missing from either layer,
+or from the registry, is not in the run. Only the tenant's layer may pre-approve a tool that
+needs approval (an explicit policy rule); the agent's layer cannot.
+
+Nothing a tool returns or a model says reaches this object: it is built once, from stored
+configuration, and has no method that adds a tool or widens a layer.
+
+Threat stopped: a run's capabilities growing after it started (prompt injection, a tool
+result, a model asking for more): `max_damage <= granted_capabilities`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from tenantguard.errors import RequestInvalid
+from tenantguard.tools.registry import ToolRegistry
+
+
+class GrantInvalid(RequestInvalid):
+    code = "tool_grant_invalid"
+    title = "Tool grant invalid"
+    default_detail = "A tool grant names an unknown tool or field."
+
+
+@dataclass(frozen=True, slots=True)
+class ToolGrant:
+    tool: str
+    domains: frozenset[str] = frozenset()
+    recipients: frozenset[str] = frozenset()
+    preapproved: bool = False
+
+
+def parse_grants(document: object, *, layer: str) -> tuple[ToolGrant, ...]:
+    """Grants from their JSON form: {"web_fetch": {"domains": ["docs.example.com"]}, ...}."""
+    if not isinstance(document, Mapping):
+        raise GrantInvalid()
+    grants = []
+    for name, body in document.items():
+        if not isinstance(name, str) or not isinstance(body, Mapping):
+            raise GrantInvalid()
+        if set(body) - {"domains", "recipients", "preapproved"}:
+            raise GrantInvalid()
+        domains, recipients = body.get("domains", []), body.get("recipients", [])
+        preapproved = body.get("preapproved", False)
+        if not _strings(domains) or not _strings(recipients) or not isinstance(preapproved, bool):
+            raise GrantInvalid()
+        if preapproved and layer != "tenant":
+            raise GrantInvalid("Only the tenant's policy may pre-approve a tool.")
+        grants.append(
+            ToolGrant(
+                name,
+                frozenset(d.strip().rstrip(".").lower() for d in domains),
+                frozenset(r.strip().lower() for r in recipients),
+                preapproved,
+            )
+        )
+    return tuple(grants)
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and 0 < len(v) <= 253 for v in value)
+
+
+def domain_allowed(host: str, allowed: frozenset[str]) -> bool:
+    host = host.rstrip(".").lower()
+    return any(
+        host == pattern
+        or (pattern.startswith("*.") and host.endswith(pattern[1:]) and host != pattern[2:])
+        for pattern in allowed
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunCapabilities:
+    """The frozen capabilities of one run: per tool, the grant of each layer."""
+
+    tools: Mapping[str, tuple[ToolGrant, ToolGrant]]  # (agent's, tenant's)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.tools)
+
+    def allows_domain(self, tool: str, host: str) -> bool:
+        return all(domain_allowed(host, g.domains) for g in self.tools[tool])
+
+    def allows_recipient(self, tool: str, recipient: str) -> bool:
+        value = recipient.strip().lower()
+        return all(value in g.recipients for g in self.tools[tool])
+
+    def preapproved(self, tool: str) -> bool:
+        return self.tools[tool][1].preapproved
+
+    def as_json(self) -> dict[str, Any]:
+        """What is stored with the run (and shown to its owner), in a stable order."""
+        return {
+            name: [
+                {
+                    "domains": sorted(g.domains),
+                    "recipients": sorted(g.recipients),
+                    "preapproved": g.preapproved,
+                }
+                for g in layers
+            ]
+            for name, layers in sorted(self.tools.items())
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> RunCapabilities:
+        tools = {}
+        for name, layers in document.items():
+            agent, tenant = (
+                ToolGrant(
+                    name,
+                    frozenset(layer["domains"]),
+                    frozenset(layer["recipients"]),
+                    bool(layer["preapproved"]),
+                )
+                for layer in layers
+            )
+            tools[name] = (agent, tenant)
+        return cls(MappingProxyType(tools))
+
+
+def freeze(
+    agent: Iterable[ToolGrant], tenant: Iterable[ToolGrant], registry: ToolRegistry
+) -> RunCapabilities:
+    """The run's capabilities: tools granted by the agent and by the tenant and registered
+    in this deployment, each with both layers."""
+    agent_grants = {g.tool: g for g in agent}
+    tenant_grants = {g.tool: g for g in tenant}
+    names = agent_grants.keys() & tenant_grants.keys() & registry.names
+    return RunCapabilities(
+        MappingProxyType({n: (agent_grants[n], tenant_grants[n]) for n in sorted(names)})
+    )
