@@ -24,7 +24,9 @@ from tenantguard.errors import CapabilityDenied, RequestInvalid
 
 TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
     {
+        "agents:manage": "configure agents and the tools each may be granted",
         "api_keys:manage": "create, rotate and revoke API keys (never wider than one's own)",
+        "approvals:decide": "approve or deny a run's pending tool call (people only)",
         "api_keys:read": "list API keys (never their secrets)",
         "audit:checkpoint": "sign a checkpoint of the tenant's audit log now",
         "audit:read": "read the tenant's audit events, checkpoints and proofs",
@@ -44,6 +46,9 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "secrets:write": "write and delete vault secrets",
         "sessions:manage": "list and revoke any session of the tenant",
         "sessions:self": "list and revoke one's own sessions",
+        "tool_policy:manage": "set which tools the tenant's runs may be granted, and how far",
+        "tools:call": "call a tool in a run, through the policy gate",
+        "tools:read": "read the tool catalogue, agents, the tool policy and approvals",
         "users:manage": "add users, change their roles, remove them",
         "users:read": "list the tenant's users",
     }
@@ -74,6 +79,8 @@ SENSITIVE_ACTIONS = frozenset(
         "operator_access:manage",  # letting the vendor's staff read the tenant's data
         "pii:reidentify",  # personal data back in the clear
         "pii_policy:manage",  # what leaves on which channel
+        "tool_policy:manage",  # what the tenant's runs may do
+        "approvals:decide",  # letting a destructive or sensitive call happen
         "platform:tenant_data:read",  # an operator reading a customer's data
         "platform:tenant_data:delete",
     }
@@ -98,6 +105,8 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
                 "sessions:self",
                 "pii:scan",
                 "pii:redact",
+                "tools:read",
+                "tools:call",
             }
         ),
         "auditor": _READS | {"sessions:self", "audit:checkpoint", "evidence:export"},

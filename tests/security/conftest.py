@@ -53,7 +53,7 @@ PLATFORM_OPERATIONS = [op for op in _GUARDED if set(op.actions) & set(PLATFORM_A
 BODY_CREDENTIAL = {("POST", "/api/auth/step-up"), ("POST", "/api/mfa/totp/confirm")}
 # Collections addressed by names each tenant chooses (not opaque ids): B naming A's secret
 # addresses B's own secret of that name. Isolation there means: nothing of A's moves or shows.
-NAMED = ("/api/secrets", "/api/model-providers")
+NAMED = ("/api/secrets", "/api/model-providers", "/api/agents")
 
 
 def op_id(op: Operation) -> str:
@@ -124,6 +124,9 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "secret": client.get(f"/api/secrets/{secret}", headers=h).json(),
         "providers": client.get("/api/model-providers", headers=h).json(),
         "users": client.get("/api/users", headers=h).json(),
+        "agents": client.get("/api/agents", headers=h).json(),
+        "tool_policy": client.get("/api/admin/tool-policy", headers=h).json(),
+        "approvals": client.get("/api/approvals", headers=h).json(),
         "sessions": [
             {k: v for k, v in s.items() if k != "last_seen_at"}
             for s in client.get("/api/admin/sessions", headers=h).json()
@@ -142,7 +145,17 @@ def world(
     h = World.headers(a)
     marker = f"only-in-A-{a.tenant_id.hex[:8]}"
     entry = client.post("/api/memory", json={"key": "a-key", "content": marker}, headers=h)
+    grants: dict[str, Any] = {"tools": {"memory_read": {}, "memory_delete": {}}}
+    policy = client.put("/api/admin/tool-policy", json=grants, headers=h)
+    agent = client.put("/api/agents/a-agent", json=grants, headers=h)
+    assert policy.status_code == agent.status_code == 200, agent.text
     run = client.post("/api/runs", json={"agent": "a-agent", "input": {"m": marker}}, headers=h)
+    pending = client.post(
+        f"/api/runs/{run.json()['id']}/tool-calls",
+        json={"tool": "memory_delete", "arguments": {"id": entry.json()["id"]}},
+        headers=h,
+    )
+    assert pending.status_code == 202, pending.text
     client.post(f"/api/runs/{run.json()['id']}/events", json={"type": "a", "data": {}}, headers=h)
     key = client.post(
         "/api/api-keys", json={"name": "a-extra", "capabilities": ["memory:read"]}, headers=h
@@ -172,5 +185,7 @@ def world(
             "/api/sessions": str(a_login.session.id),
             "/api/admin/sessions": str(a_login.session.id),
             "/api/operator/tenants": str(a.tenant_id),  # operators name the tenant they read
+            "/api/agents": "a-agent",
+            "/api/approvals": str(pending.json()["approval_id"]),
         },
     )

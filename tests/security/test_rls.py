@@ -13,7 +13,7 @@ from psycopg import errors as pg_errors
 
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto.keyring import Keyring
-from tenantguard.data import memory, model_providers, runs, secrets
+from tenantguard.data import memory, model_providers, runs, secrets, tools
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
@@ -57,6 +57,9 @@ CORE_TABLES = {
     "pii_policies",
     "pii_token_keys",
     "pii_vault",
+    "agents",
+    "tool_policies",
+    "approvals",
 }
 
 
@@ -111,6 +114,17 @@ def populated(
         )
         model_providers.grant_shared(
             tx, ctx, "shared", reason="tests", granted_by="tests", now=clock.now()
+        )
+        tools.put_agent(tx, ctx, "a", {"memory_delete": {}}, now=clock.now())
+        tools.put_tool_policy(tx, ctx, {"memory_delete": {}}, now=clock.now())
+        tools.request_approval(
+            tx,
+            ctx,
+            run_id=run.id,
+            tool="memory_delete",
+            call_hash="0" * 64,
+            arguments={"id": "x"},
+            now=clock.now(),
         )
     user, _ = sign_in(tenant, "member")  # users, sessions, refresh_tokens (and a signing key)
     links = MagicLinks(

@@ -20,7 +20,7 @@ from tenantguard.data.pagination import MAX_PAGE, decode_cursor, encode_cursor
 from tenantguard.db.pool import Connection
 from tenantguard.errors import NotFound
 
-_RUN_COLUMNS = "id, agent, status, input, created_at, updated_at"
+_RUN_COLUMNS = "id, agent, status, input, created_at, updated_at, capabilities"
 _EVENT_COLUMNS = "id, run_id, seq, type, data, created_at"
 
 
@@ -32,6 +32,7 @@ class Run:
     input: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    capabilities: dict[str, Any] | None = None  # frozen at creation (tools.capabilities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +52,30 @@ def _run(row: tuple[Any, ...] | None) -> Run:
 
 
 def create_run(
-    conn: Connection, ctx: TenantContext, *, agent: str, input: dict[str, Any], now: datetime
+    conn: Connection,
+    ctx: TenantContext,
+    *,
+    agent: str,
+    input: dict[str, Any],
+    now: datetime,
+    capabilities: dict[str, Any] | None = None,
 ) -> Run:
+    """A new run; `capabilities` (`RunCapabilities.as_json`) are frozen with it, never
+    changed afterwards (no statement here or elsewhere updates them)."""
     run = _run(
         conn.execute(
             "INSERT INTO tenantguard.runs (tenant_id, id, agent, status, input, created_at,"
-            f" updated_at) VALUES (%s, %s, %s, 'created', %s, %s, %s) RETURNING {_RUN_COLUMNS}",
-            (ctx.tenant_id, uuid4(), agent, Jsonb(input), now, now),
+            " updated_at, capabilities) VALUES (%s, %s, %s, 'created', %s, %s, %s, %s)"
+            f" RETURNING {_RUN_COLUMNS}",
+            (
+                ctx.tenant_id,
+                uuid4(),
+                agent,
+                Jsonb(input),
+                now,
+                now,
+                Jsonb(capabilities or {}),
+            ),
         ).fetchone()
     )
     record_action(
@@ -67,7 +85,7 @@ def create_run(
         target_type="run",
         target_id=str(run.id),
         now=now,
-        payload={"agent": agent},
+        payload={"agent": agent, "tools": sorted(capabilities or {})},
     )
     return run
 

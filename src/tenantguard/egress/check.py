@@ -47,6 +47,7 @@ RULES = (
     "private_address",  # loopback, private, link-local, CGNAT, reserved, ... (not global)
     "multicast_address",
     "response_too_large",
+    "encoding_unsupported",  # a content encoding the guard cannot bound (not gzip or deflate)
     "too_slow",
     "too_many_redirects",
 )
@@ -56,18 +57,32 @@ METADATA_ADDRESSES = frozenset(
     for a in (
         "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, ...
         "169.254.170.2",  # AWS ECS task metadata
+        "169.254.170.23",  # AWS EKS Pod Identity credentials
         "169.254.169.253",  # AWS DNS
+        "169.254.0.23",  # Tencent Cloud
         "100.100.100.200",  # Alibaba Cloud
         "192.0.0.192",  # Oracle Cloud
         "168.63.129.16",  # Azure WireServer: a global-looking address
         "fd00:ec2::254",  # AWS, IPv6
-        "fd00:ec2::23",  # AWS DNS, IPv6
+        "fd00:ec2::23",  # AWS EKS Pod Identity, IPv6
+        "fd00:ec2::253",  # AWS DNS, IPv6
     )
 )
 METADATA_HOSTS = frozenset(
     {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "kubernetes.default"}
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Ranges `ipaddress` calls global that are not: deprecated site-local, the new documentation.
+_NOT_GLOBAL_V6 = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("3fff::/20"))
+# IPv6 forms that carry an IPv4 address: a grant names native addresses, never these.
+_TRANSITION = (
+    ipaddress.ip_network("::ffff:0:0/96"),
+    ipaddress.ip_network("::/96"),  # IPv4-compatible; ::1 (loopback) alone may be granted
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+    ipaddress.ip_network("2002::/16"),
+    ipaddress.ip_network("2001::/32"),
+)
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
@@ -96,15 +111,19 @@ class EgressGrant:
     network: IPNetwork
     ports: frozenset[int]
 
+    def __post_init__(self) -> None:
+        if not self.ports or any(not 0 < p < 65536 for p in self.ports):
+            raise ValueError("a grant names the ports it opens")
+        if any(a.version == self.network.version and a in self.network for a in METADATA_ADDRESSES):
+            raise ValueError("metadata addresses cannot be granted")
+        loopback = self.network == ipaddress.ip_network("::1/128")
+        transition = any(self.network.overlaps(t) for t in _TRANSITION)
+        if self.network.version == 6 and transition and not loopback:
+            raise ValueError("a grant names native IPv6 addresses, not IPv4 in IPv6 forms")
+
     @classmethod
     def of(cls, network: str, ports: Iterable[int]) -> EgressGrant:
-        parsed = ipaddress.ip_network(network, strict=True)
-        chosen = frozenset(ports)
-        if not chosen or any(not 0 < p < 65536 for p in chosen):
-            raise ValueError("a grant names the ports it opens")
-        if any(a in parsed for a in METADATA_ADDRESSES):
-            raise ValueError("metadata addresses cannot be granted")
-        return cls(parsed, chosen)
+        return cls(ipaddress.ip_network(network, strict=True), frozenset(ports))
 
     def covers(self, address: IPAddress, port: int) -> bool:
         return (
@@ -143,45 +162,51 @@ class Target:
 
 
 def normalise_host(host: str) -> str:
-    """IDNA (for names with non-ASCII letters), lower case, no trailing dot."""
-    bare = host.rstrip(".")
+    """A host or a `*.` pattern as `check_url` compares it: the ASCII form httpx sends (IDNA
+    2008 for names with non-ASCII letters), lower case, no trailing dot."""
+    prefix = "*." if host.startswith("*.") else ""
+    bare = host[len(prefix) :].rstrip(".")
     if not bare.isascii():
         try:
-            bare = bare.encode("idna").decode("ascii")
-        except UnicodeError as exc:
+            bare = httpx.URL(f"http://{bare}/").raw_host.decode("ascii")
+        except (httpx.InvalidURL, ValueError) as exc:
             raise EgressDenied("host_invalid") from exc
-    return bare.lower()
+    return prefix + bare.lower()
 
 
 def _matches(host: str, pattern: str) -> bool:
-    pattern = normalise_host(pattern)
+    pattern = normalise_host(pattern)  # host: already normalised by check_url
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and host != pattern[2:]
     return host == pattern
 
 
 def check_url(url: str | httpx.URL, policy: EgressPolicy) -> Target:
-    """The scheme, host and port of `url`, or `EgressDenied` naming the rule it breaks."""
+    """The scheme, host and port of `url`, or `EgressDenied` naming the rule it breaks. The
+    host is the URL's own ASCII form (punycode as written, never decoded and re-encoded by
+    another IDNA standard), lower case, without a trailing dot."""
     try:
         parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raw_host = parsed.raw_host.decode("ascii")
+        scheme, port, userinfo = parsed.scheme, parsed.port, parsed.userinfo
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:  # UnicodeError is a ValueError
         raise EgressDenied("host_invalid") from exc
-    if parsed.scheme not in ("http", "https"):
+    if scheme not in ("http", "https"):
         raise EgressDenied("scheme")
-    if parsed.userinfo:
+    if userinfo:
         raise EgressDenied("userinfo")
-    if not parsed.host:
+    host = raw_host.rstrip(".").lower()
+    if not host:
         raise EgressDenied("host_invalid")
-    host = normalise_host(parsed.host)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    port = (443 if scheme == "https" else 80) if port is None else port
     if host in METADATA_HOSTS or any(_matches(host, p) for p in policy.deny_hosts):
         raise EgressDenied("host_denied")
     if policy.allow_hosts and not any(_matches(host, p) for p in policy.allow_hosts):
         raise EgressDenied("host_not_allowed")
     granted_port = any(port in g.ports for g in policy.grants)
-    if port not in policy.allowed_ports and not granted_port:
+    if not 0 < port < 65536 or (port not in policy.allowed_ports and not granted_port):
         raise EgressDenied("port")
-    return Target(parsed.scheme, host, port)
+    return Target(scheme, host, port)
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -199,26 +224,41 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     return None
 
 
+def _unscoped(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return ipaddress.IPv6Address(str(address).split("%", 1)[0])
+    return address
+
+
 def address_rule(address: IPAddress) -> str | None:
     """Why `address` may not be reached without a grant (a rule of `RULES`), or None."""
-    if address in METADATA_ADDRESSES:
+    bare = _unscoped(address)
+    if bare in METADATA_ADDRESSES:
         return "metadata_address"
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id or address in _NAT64_LOCAL:
-            return "private_address"
-        inner = embedded_ipv4(address)
+    if isinstance(bare, ipaddress.IPv6Address):
+        inner = embedded_ipv4(bare)
+        if inner is not None and (rule := address_rule(inner)) is not None:
+            return rule
+        if bare != address or bare in _NAT64_LOCAL or any(bare in n for n in _NOT_GLOBAL_V6):
+            return "private_address"  # scoped (link-local by nature), local NAT64, site-local
         if inner is not None:
-            return address_rule(inner)  # the address it leads to decides
-    if address.is_multicast:
+            return None  # the IPv4 address it leads to is global
+    if bare.is_multicast:
         return "multicast_address"
     private = (
-        address.is_unspecified
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_reserved
-        or not address.is_global
+        bare.is_unspecified
+        or bare.is_loopback
+        or bare.is_link_local
+        or bare.is_reserved
+        or not bare.is_global
     )
     return "private_address" if private else None
+
+
+def _same_host(address: IPAddress, own: frozenset[IPAddress]) -> bool:
+    bare = _unscoped(address)
+    inner = embedded_ipv4(bare) if isinstance(bare, ipaddress.IPv6Address) else None
+    return bare in own or (inner is not None and inner in own)
 
 
 def check_addresses(
@@ -231,7 +271,7 @@ def check_addresses(
     if not chosen:
         raise EgressDenied("resolution_failed")
     for address in chosen:
-        if address in policy.own_addresses:
+        if _same_host(address, policy.own_addresses):
             raise EgressDenied("private_address")
         rule = address_rule(address)
         if rule == "metadata_address":

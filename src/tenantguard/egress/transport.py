@@ -25,8 +25,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 import httpx
@@ -60,19 +65,62 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return found
 
 
+_DEADLINE = "tenantguard.egress.deadline"  # in the request's extensions: httpx carries them
+# from hop to hop of a redirect chain, so one deadline covers the whole chain
+_POOLS = 64  # connection pools kept, one per (name, address, port): never shared across names
+
+
 class _Bounded(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream, limit: int, deadline: float) -> None:
-        self._inner, self._limit, self._deadline = inner, limit, deadline
+    """The body, decoded here if it was compressed (gzip or deflate), cut at the size limit
+    of the decoded bytes and at the deadline."""
+
+    def __init__(
+        self,
+        inner: httpx.SyncByteStream,
+        limit: int,
+        deadline: float,
+        clock: Callable[[], float],
+        encoding: str,
+    ) -> None:
+        self._inner, self._limit, self._deadline, self._clock = inner, limit, deadline, clock
+        self._decoder = (
+            zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+            if encoding in ("gzip", "deflate")
+            else None
+        )
 
     def __iter__(self) -> Iterator[bytes]:
         total = 0
         for chunk in self._inner:
-            total += len(chunk)
-            if total > self._limit:
-                raise EgressDenied("response_too_large")
-            if time.monotonic() > self._deadline:
+            if self._clock() > self._deadline:
                 raise EgressDenied("too_slow")
-            yield chunk
+            pieces = [chunk] if self._decoder is None else self._decode(chunk, total)
+            for piece in pieces:
+                total += len(piece)
+                if total > self._limit:
+                    raise EgressDenied("response_too_large")
+                yield piece
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if total + len(tail) > self._limit:
+                raise EgressDenied("response_too_large")
+            yield tail
+
+    def _decode(self, chunk: bytes, total: int) -> list[bytes]:
+        assert self._decoder is not None  # noqa: S101 (only called with a decoder)
+        out = []
+        data = chunk
+        while data:
+            try:
+                piece = self._decoder.decompress(data, self._limit - total + 1)
+            except zlib.error as exc:
+                raise EgressDenied("encoding_unsupported") from exc
+            out.append(piece)
+            total += len(piece)
+            if total > self._limit:
+                break  # the caller raises; nothing more is decompressed
+            data = self._decoder.unconsumed_tail
+        return out
 
     def close(self) -> None:
         self._inner.close()
@@ -87,38 +135,108 @@ class EgressTransport(httpx.BaseTransport):
         verify: Any = True,  # httpx's own type: a bool, a CA bundle path or an SSLContext
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._policy, self._resolve, self._clock = policy, resolver, clock
-        self._inner = httpx.HTTPTransport(verify=verify, retries=0, trust_env=False)
+        self._policy, self._resolve, self._clock, self._verify = policy, resolver, clock, verify
+        # TLS connections are keyed by (name, address, port): a connection verified for one
+        # name is never reused for another name on the same address.
+        self._pools: OrderedDict[tuple[str, str, int], httpx.HTTPTransport] = OrderedDict()
+        self._lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tenantguard-egress")
+
+    def _pool(self, key: tuple[str, str, int]) -> httpx.HTTPTransport:
+        with self._lock:
+            pool = self._pools.pop(key, None)
+            if pool is None:
+                pool = httpx.HTTPTransport(verify=self._verify, retries=0, trust_env=False)
+            self._pools[key] = pool
+            while len(self._pools) > _POOLS:
+                self._pools.popitem(last=False)[1].close()
+            return pool
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = self._clock() + self._policy.timeout_seconds
+        deadline = request.extensions.get(_DEADLINE)
+        if not isinstance(deadline, float):
+            deadline = self._clock() + self._policy.timeout_seconds
+            request.extensions[_DEADLINE] = deadline  # the same dict on the next hop
         try:
             target = check_url(request.url, self._policy)
             address = check_addresses(target, self._resolve(target.host, target.port), self._policy)
         except EgressDenied as exc:
             _log.warning("egress.refused", rule=exc.rule, host=request.url.host)
             raise
-        extensions = dict(request.extensions)
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise EgressDenied("too_slow")
+        extensions = {k: v for k, v in request.extensions.items() if k != _DEADLINE}
+        extensions["timeout"] = dict.fromkeys(("connect", "read", "write", "pool"), remaining)
         if target.scheme == "https":
             extensions["sni_hostname"] = target.host
+        headers = request.headers.copy()
+        default_port = 443 if target.scheme == "https" else 80
+        headers["Host"] = (
+            target.host if target.port == default_port else f"{target.host}:{target.port}"
+        )
+        headers["Accept-Encoding"] = "gzip, deflate"  # what the size limit can bound
         pinned = httpx.Request(
             request.method,
             request.url.copy_with(host=str(address)),
-            headers=request.headers,  # Host: still the name
+            headers=headers,  # Host: the checked name, whatever the caller set
             stream=request.stream,
             extensions=extensions,
         )
-        response = self._inner.handle_request(pinned)
+        pool = self._pool((target.host, str(address), target.port))
+        response = self._within(pool, pinned, remaining)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._policy.max_response_bytes:
+        if encoding not in ("identity", "gzip", "deflate"):
+            response.close()
+            raise EgressDenied("encoding_unsupported")
+        too_large = declared.isdigit() and int(declared) > self._policy.max_response_bytes
+        if encoding == "identity" and too_large:
             response.close()
             raise EgressDenied("response_too_large")
         assert isinstance(response.stream, httpx.SyncByteStream)  # noqa: S101 (sync transport)
-        response.stream = _Bounded(response.stream, self._policy.max_response_bytes, deadline)
+        response.stream = _Bounded(
+            response.stream, self._policy.max_response_bytes, deadline, self._clock, encoding
+        )
+        if encoding != "identity":  # decoded here: httpx must not decode it again
+            del response.headers["content-encoding"]
+            response.headers.pop("content-length", None)
         return response
 
+    def _within(
+        self, pool: httpx.HTTPTransport, request: httpx.Request, remaining: float
+    ) -> httpx.Response:
+        """The response's head within the time left: headers sent a byte at a time cannot
+        hold the caller past the deadline (the connection is closed under the worker)."""
+        future = self._workers.submit(pool.handle_request, request)
+        try:
+            return future.result(timeout=remaining)
+        except FuturesTimeout as exc:
+            with self._lock:
+                for key, candidate in list(self._pools.items()):
+                    if candidate is pool:
+                        del self._pools[key]
+            pool.close()
+            raise EgressDenied("too_slow") from exc
+
     def close(self) -> None:
-        self._inner.close()
+        with self._lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+        for pool in pools:
+            pool.close()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+
+class EgressClient(httpx.Client):
+    """httpx's client, whose URL errors (a malformed host, an invalid IDNA label) are the
+    guard's refusal like any other, not a library's exception."""
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        try:
+            return super().build_request(*args, **kwargs)
+        except (httpx.InvalidURL, ValueError) as exc:  # IDNAError is a ValueError
+            raise EgressDenied("host_invalid") from exc
 
 
 def egress_client(
@@ -131,7 +249,7 @@ def egress_client(
     """The client for outbound calls under `policy`: the egress transport, redirects
     followed (unless told not to) and re-checked up to the policy's limit, no proxy from the
     environment."""
-    return httpx.Client(
+    return EgressClient(
         transport=EgressTransport(policy, resolver=resolver, verify=verify),
         follow_redirects=follow_redirects,
         max_redirects=policy.max_redirects,

@@ -40,6 +40,7 @@ from tenantguard.gateway.routes import (
     runs,
     saml,
     secrets,
+    tools,
 )
 from tenantguard.gateway.runtime import Runtime
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
@@ -50,6 +51,8 @@ from tenantguard.mail import Mailer
 from tenantguard.pii.detectors import DetectorRegistry, default_detectors
 from tenantguard.pii.sentinel import Sentinel
 from tenantguard.settings import Settings
+from tenantguard.tools.builtin import builtin_registry
+from tenantguard.tools.registry import check_for_mode
 
 MAX_BODY_BYTES = 1_048_576
 _STARTUP = TenantContext(PLATFORM_TENANT_ID, Principal("system", "gateway"), frozenset(), "startup")
@@ -94,6 +97,9 @@ def create_app(
                         problem=finding.problem,
                     )
                 raise DoctorFailed()
+            # The tools this mode allows; a registry with a forbidden one stops the start.
+            tool_registry, executors = builtin_registry(settings.deployment_mode)
+            check_for_mode(tool_registry, settings.deployment_mode)
             the_clock = clock or SystemClock()
             ring = keyring
             if ring is None:
@@ -155,6 +161,8 @@ def create_app(
                 checkpointer=checkpointer,
                 operator_access=OperatorAccess(db, clock=the_clock),
                 sentinel=sentinel,
+                tools=tool_registry,
+                executors=executors,
                 evidence_test_results=settings.evidence_test_results,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
@@ -184,6 +192,7 @@ def create_app(
         operator.router,
         operator_access.router,
         pii.router,
+        tools.router,
         audit.router,
     )
     for router in routers:

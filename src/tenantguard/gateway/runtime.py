@@ -19,6 +19,8 @@ from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
 from tenantguard.pii.sentinel import Sentinel
 from tenantguard.settings import GatewayConfig
+from tenantguard.tools.builtin import Executor
+from tenantguard.tools.registry import ToolRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,8 @@ class Runtime:
     checkpointer: Checkpointer
     operator_access: OperatorAccess
     sentinel: Sentinel
+    tools: ToolRegistry
+    executors: dict[str, Executor]
     evidence_test_results: Path | None = None
 
 

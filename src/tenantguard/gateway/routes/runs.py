@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tenantguard.context import TenantContext
 from tenantguard.data import runs
+from tenantguard.data.tools import capabilities_for
 from tenantguard.gateway.auth import Authorize
 from tenantguard.gateway.runtime import runtime
 
@@ -58,6 +59,7 @@ class RunOut(BaseModel):
     input: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    tools: list[str]  # the tools this run may call, frozen when it started
 
     @classmethod
     def of(cls, run: runs.Run) -> RunOut:
@@ -68,6 +70,7 @@ class RunOut(BaseModel):
             input=run.input,
             created_at=run.created_at,
             updated_at=run.updated_at,
+            tools=sorted(run.capabilities or {}),
         )
 
 
@@ -104,7 +107,15 @@ Write = Annotated[TenantContext, Depends(Authorize("runs:write"))]
 def create_run(body: RunCreate, ctx: Write, request: Request) -> RunOut:
     rt = runtime(request)
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
-        run = runs.create_run(tx, ctx, agent=body.agent, input=body.input, now=rt.clock.now())
+        frozen = capabilities_for(tx, ctx.tenant_id, body.agent, rt.tools)
+        run = runs.create_run(
+            tx,
+            ctx,
+            agent=body.agent,
+            input=body.input,
+            now=rt.clock.now(),
+            capabilities=frozen.as_json(),
+        )
     return RunOut.of(run)
 
 

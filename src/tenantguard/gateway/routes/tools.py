@@ -1,0 +1,262 @@
+"""Tools: the catalogue (`/api/tools`), agents (`/api/agents/{name}`), the tenant's tool policy
+(`/api/admin/tool-policy`), the policy gate for a run's calls (`POST /api/runs/{id}/tool-calls`)
+and approvals (`/api/approvals`). See `tools.gate` for the rules of a decision.
+
+Every decision is audited (`tool.call`, the rule as its reason, the call's hash, never the
+arguments) in its own committed transaction, a denial included: the caller gets a typed
+`capability_denied` problem naming the rule. Approvals are decided by people only: an API key
+(which is what an agent runtime holds) cannot approve anything, whatever its capabilities.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from tenantguard.audit.store import record_action
+from tenantguard.context import TenantContext
+from tenantguard.data import runs
+from tenantguard.data import tools as store
+from tenantguard.errors import CapabilityDenied
+from tenantguard.gateway.auth import Authorize
+from tenantguard.gateway.runtime import runtime
+from tenantguard.tools.capabilities import RunCapabilities
+from tenantguard.tools.gate import decide
+
+router = APIRouter(tags=["tools"])
+Read = Annotated[TenantContext, Depends(Authorize("tools:read"))]
+ManageAgents = Annotated[TenantContext, Depends(Authorize("agents:manage"))]
+ManagePolicy = Annotated[TenantContext, Depends(Authorize("tool_policy:manage"))]
+Call = Annotated[TenantContext, Depends(Authorize("tools:call"))]
+Decide = Annotated[TenantContext, Depends(Authorize("approvals:decide"))]
+AgentName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+
+
+class ToolCallDenied(CapabilityDenied):
+    """A tool call refused by the gate; `rule` names the rule (`tools.gate.RULES`)."""
+
+    def __init__(self, rule: str, paths: tuple[str, ...] = ()) -> None:
+        where = f" at {', '.join(paths)}" if paths else ""
+        super().__init__("tools:call", f"The tool call was refused: {rule}{where}.")
+        self.rule = rule
+
+
+class ToolOut(BaseModel):
+    name: str
+    description: str
+    capabilities: list[str]
+    arguments: dict[str, Any]
+    needs_approval: bool
+
+
+class Grants(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"tools": {"memory_read": {}, "memory_delete": {}}}]},
+    )
+    tools: dict[str, dict[str, Any]] = Field(max_length=200)
+
+
+class AgentOut(BaseModel):
+    name: str
+    tools: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class PolicyOut(BaseModel):
+    tools: dict[str, Any]
+    version: int
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"tool": "memory_read", "arguments": {"id": "00000000-0000-4000-8000-000000000000"}}
+            ]
+        },
+    )
+    tool: str = Field(min_length=1, max_length=64)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCallOut(BaseModel):
+    outcome: Literal["allowed", "pending_approval"]
+    rule: str
+    call_hash: str
+    output: dict[str, Any] | None = None  # the tool's result, data for the model
+    untrusted: bool = True  # tool output is never instructions to the gate
+    approval_id: UUID | None = None
+
+
+class ApprovalOut(BaseModel):
+    id: UUID
+    run_id: UUID
+    tool: str
+    call_hash: str
+    arguments: dict[str, Any]
+    status: str
+    requested_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, a: store.Approval) -> ApprovalOut:
+        return cls(**{f: getattr(a, f) for f in cls.model_fields})
+
+
+@router.get("/api/tools")
+def list_tools(_ctx: Read, request: Request) -> list[ToolOut]:
+    return [
+        ToolOut(
+            name=s.name,
+            description=s.description,
+            capabilities=sorted(s.capabilities),
+            arguments=dict(s.arguments),
+            needs_approval=s.needs_approval,
+        )
+        for s in runtime(request).tools.specs()
+    ]
+
+
+@router.get("/api/agents")
+def list_agents(ctx: Read, request: Request) -> list[AgentOut]:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return [AgentOut(**vars_of(a)) for a in store.list_agents(tx, ctx.tenant_id)]
+
+
+@router.get("/api/agents/{name}")
+def get_agent(name: AgentName, ctx: Read, request: Request) -> AgentOut:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return AgentOut(**vars_of(store.get_agent(tx, ctx.tenant_id, name)))
+
+
+@router.put("/api/agents/{name}")
+def put_agent(name: AgentName, body: Grants, ctx: ManageAgents, request: Request) -> AgentOut:
+    """An agent's tool grants: what its runs may be given (the tenant's policy narrows it)."""
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        agent = store.put_agent(tx, ctx, name, body.tools, now=rt.clock.now())
+    return AgentOut(**vars_of(agent))
+
+
+@router.get("/api/admin/tool-policy")
+def get_tool_policy(ctx: Read, request: Request) -> PolicyOut:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        tools, version = store.tool_policy(tx, ctx.tenant_id)
+    return PolicyOut(tools=tools, version=version)
+
+
+@router.put("/api/admin/tool-policy")
+def put_tool_policy(body: Grants, ctx: ManagePolicy, request: Request) -> PolicyOut:
+    """The tenant's tool grants: no run of any agent may exceed them. Applies to runs started
+    afterwards; a running run keeps what it froze."""
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        version = store.put_tool_policy(tx, ctx, body.tools, now=rt.clock.now())
+    return PolicyOut(tools=body.tools, version=version)
+
+
+@router.post("/api/runs/{run_id}/tool-calls")
+def call_tool(
+    run_id: UUID, body: ToolCall, ctx: Call, request: Request, response: Response
+) -> ToolCallOut:
+    rt = runtime(request)
+    now = rt.clock.now()
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        run = runs.get_run(tx, ctx.tenant_id, run_id, lock=True)
+        frozen = RunCapabilities.from_json(run.capabilities or {})
+        approved = store.approved_calls(tx, ctx.tenant_id, run_id)
+        decision = decide(
+            frozen, rt.tools, run_id=run_id, tool=body.tool, arguments=body.arguments,
+            approved=approved,
+        )  # fmt: skip
+        if decision.rule == "approved" and not store.spend(
+            tx, ctx.tenant_id, run_id, decision.call_hash, now=now
+        ):
+            decision = type(decision)("approval", "needs_approval", decision.call_hash)
+        record_action(
+            tx,
+            ctx,
+            action="tool.call",
+            target_type="run",
+            target_id=str(run_id),
+            now=now,
+            outcome="success" if decision.outcome != "deny" else "denied",
+            reason=decision.rule,
+            payload={"tool": body.tool[:64], "call_hash": decision.call_hash},
+        )
+        if decision.outcome == "allow":
+            output = rt.executors[body.tool](tx, ctx, body.arguments, now)
+            return ToolCallOut(
+                outcome="allowed", rule=decision.rule, call_hash=decision.call_hash, output=output
+            )
+        if decision.outcome == "approval":
+            approval = store.request_approval(
+                tx,
+                ctx,
+                run_id=run_id,
+                tool=body.tool,
+                call_hash=decision.call_hash,
+                arguments=body.arguments,
+                now=now,
+            )
+            response.status_code = 202
+            return ToolCallOut(
+                outcome="pending_approval",
+                rule=decision.rule,
+                call_hash=decision.call_hash,
+                approval_id=approval.id,
+            )
+    # A denial: its audit event is committed above; the caller learns the rule.
+    raise ToolCallDenied(decision.rule, decision.paths)
+
+
+@router.get("/api/approvals")
+def list_approvals(
+    ctx: Read,
+    request: Request,
+    status: Annotated[Literal["pending", "approved", "denied", "spent"] | None, Query()] = None,
+) -> list[ApprovalOut]:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return [ApprovalOut.of(a) for a in store.list_approvals(tx, ctx.tenant_id, status=status)]
+
+
+def _decide(
+    approval_id: UUID, ctx: TenantContext, request: Request, *, approve: bool
+) -> ApprovalOut:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        store.get_approval(tx, ctx.tenant_id, approval_id)  # another tenant's: 404, as missing
+        if ctx.principal.type != "user":
+            raise CapabilityDenied(
+                "approvals:decide", "Approvals are decided by people, never by an API key."
+            )
+        decided = store.decide_approval(tx, ctx, approval_id, approve=approve, now=rt.clock.now())
+    return ApprovalOut.of(decided)
+
+
+@router.post("/api/approvals/{approval_id}/approve")
+def approve(approval_id: UUID, ctx: Decide, request: Request) -> ApprovalOut:
+    """A person (with a fresh second factor) lets exactly this call happen, once."""
+    return _decide(approval_id, ctx, request, approve=True)
+
+
+@router.post("/api/approvals/{approval_id}/deny")
+def deny(approval_id: UUID, ctx: Decide, request: Request) -> ApprovalOut:
+    return _decide(approval_id, ctx, request, approve=False)
+
+
+def vars_of(agent: store.Agent) -> dict[str, Any]:
+    return {
+        "name": agent.name,
+        "tools": agent.tools,
+        "created_at": agent.created_at,
+        "updated_at": agent.updated_at,
+    }
