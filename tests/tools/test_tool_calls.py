@@ -151,15 +151,18 @@ def test_a_denied_approval_lets_nothing_happen(
     assert client.get(f"/api/memory/{entry}", headers=h).status_code == 200
 
 
-def test_the_tenant_narrows_every_agent_and_a_run_keeps_what_it_froze(
+def test_the_tenant_narrows_every_run_at_once_and_nothing_widens_a_frozen_one(
     client: TestClient, as_tenant: AsTenant
 ) -> None:
     _, h = as_tenant("t")
-    entry, _ = _setup(client, h)
+    entry, run = _setup(client, h)
     narrow: dict[str, Any] = {"tools": {"memory_read": {}}}
     assert client.put("/api/admin/tool-policy", json=narrow, headers=h).status_code == 200
     later = client.post("/api/runs", json={"agent": "helper", "input": {}}, headers=h).json()
     assert later["tools"] == ["memory_read"]
+    earlier = _call(client, h, run, "memory_delete", id=entry)
+    assert earlier.status_code == 403  # a narrowing applies to running runs at once
+    assert "tool_not_granted" in earlier.json()["detail"]
     assert _call(client, h, later["id"], "memory_delete", id=entry).status_code == 403
     wider: dict[str, Any] = {"tools": {"memory_read": {}, "memory_delete": {}, "shell": {}}}
     client.put("/api/admin/tool-policy", json=wider, headers=h)

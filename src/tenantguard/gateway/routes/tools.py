@@ -177,6 +177,10 @@ def call_tool(
             frozen, rt.tools, run_id=run_id, tool=body.tool, arguments=body.arguments,
             approved=approved,
         )  # fmt: skip
+        current, _ = store.tool_policy(tx, ctx.tenant_id)
+        if decision.outcome != "deny" and body.tool not in current:
+            # Frozen means never wider; the tenant narrowing its policy applies at once.
+            decision = type(decision)("deny", "tool_not_granted", decision.call_hash)
         if decision.rule == "approved" and not store.spend(
             tx, ctx.tenant_id, run_id, decision.call_hash, now=now
         ):
