@@ -86,7 +86,12 @@ def make_tenant(db: Database, clock: FakeClock) -> Callable[[str], NewTenant]:
 def settings(tmp_path: Path) -> Settings:
     # No response floor for magic links in tests: timings are never asserted anyway. The test
     # identity providers (OIDC, SAML) are processes on loopback: the unsafe switch allows them.
-    return Settings(data_root=tmp_path, magic_link_floor_seconds=0.0, unsafe_loopback_sso=True)
+    return Settings(
+        data_root=tmp_path,
+        magic_link_floor_seconds=0.0,
+        unsafe_loopback_sso=True,
+        unsafe_loopback_egress=True,  # tools' test servers are on loopback
+    )
 
 
 @pytest.fixture(scope="session")

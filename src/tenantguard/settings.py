@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     # UNSAFE, for local test identity providers only: accept http:// and loopback hosts as
     # OIDC issuers and endpoints, SAML sign-on and ACS URLs. Off in any real deployment.
     unsafe_loopback_sso: bool = False
+    # UNSAFE, for local test servers only: tools' outbound calls may reach loopback (the
+    # egress guard grants 127.0.0.0/8 and ::1 on every port). Off in any real deployment.
+    unsafe_loopback_egress: bool = False
 
     def database(self) -> DatabaseConfig:
         return DatabaseConfig(

@@ -23,6 +23,7 @@ from tenantguard.data.operator_access import OperatorAccess
 from tenantguard.data.tenants import tenant_ids
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
+from tenantguard.egress.check import EgressPolicy, loopback_grants
 from tenantguard.errors import DoctorFailed
 from tenantguard.gateway import problems
 from tenantguard.gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -163,6 +164,9 @@ def create_app(
                 sentinel=sentinel,
                 tools=tool_registry,
                 executors=executors,
+                egress=EgressPolicy(
+                    grants=loopback_grants() if settings.unsafe_loopback_egress else ()
+                ),
                 evidence_test_results=settings.evidence_test_results,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)

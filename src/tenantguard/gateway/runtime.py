@@ -12,6 +12,7 @@ from tenantguard.clock import Clock
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data.operator_access import OperatorAccess
 from tenantguard.db.pool import Database
+from tenantguard.egress.check import EgressPolicy
 from tenantguard.errors import ServiceUnavailable
 from tenantguard.identity.magiclinks import MagicLinks
 from tenantguard.identity.oidc import OidcClient
@@ -19,7 +20,7 @@ from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
 from tenantguard.pii.sentinel import Sentinel
 from tenantguard.settings import GatewayConfig
-from tenantguard.tools.builtin import Executor
+from tenantguard.tools.builtin import Builtin
 from tenantguard.tools.registry import ToolRegistry
 
 
@@ -38,7 +39,8 @@ class Runtime:
     operator_access: OperatorAccess
     sentinel: Sentinel
     tools: ToolRegistry
-    executors: dict[str, Executor]
+    executors: dict[str, Builtin]
+    egress: EgressPolicy  # the tenants' outbound calls (tools): the platform's default today
     evidence_test_results: Path | None = None
 
 

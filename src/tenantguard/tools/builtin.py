@@ -1,6 +1,11 @@
-"""The tools tenantguard ships, and what runs each: reading a memory entry, and deleting one
-(destructive: it waits for a person's approval). Each executor runs in the call's tenant
-transaction, as the run's caller, so every write it makes is audited with it.
+"""The tools tenantguard ships, and what runs each:
+
+- `memory_read`, `memory_delete` (destructive: it waits for a person's approval) run in the
+  call's tenant transaction, as the run's caller, so every write is audited with it;
+- `web_fetch` (network; its `url` is constrained to the run's granted domains) runs after
+  that transaction, through the egress guard, and follows no redirect: a redirect comes back
+  as data (`redirect_to`), and fetching it is a new call that passes the gate again. Its text
+  is screened for prompt-injection patterns (`tools.injection`), reported with a score.
 
 Tool output is data for the model, never instructions to the gate: it is returned under
 `output` with `untrusted: true`, and nothing in it is read back by the gate.
@@ -9,16 +14,40 @@ Tool output is data for the model, never instructions to the gate: it is returne
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import httpx
+
 from tenantguard.context import TenantContext
 from tenantguard.data import memory
 from tenantguard.db.pool import Connection
-from tenantguard.tools.registry import ToolRegistry, ToolSpec, tool
+from tenantguard.egress.check import EgressPolicy
+from tenantguard.egress.transport import egress_client
+from tenantguard.tools import injection
+from tenantguard.tools.registry import ArgumentConstraint, ToolRegistry, ToolSpec, tool
 
-Executor = Callable[[Connection, TenantContext, Mapping[str, Any], datetime], dict[str, Any]]
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    ctx: TenantContext
+    now: datetime
+    tx: Connection | None  # the call's transaction, for the tools that run inside it
+    egress: EgressPolicy  # what this tenant's outbound calls may reach
+
+
+Executor = Callable[[ToolContext, Mapping[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Builtin:
+    spec: ToolSpec
+    execute: Executor
+    in_transaction: bool
+
+
 _ID = {
     "type": "string",
     "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
@@ -48,29 +77,70 @@ MEMORY_DELETE = tool(
 )
 
 
-def _read(
-    tx: Connection, ctx: TenantContext, args: Mapping[str, Any], _now: datetime
-) -> dict[str, Any]:
-    entry = memory.get(tx, ctx.tenant_id, UUID(args["id"]))
+WEB_FETCH = tool(
+    "web_fetch",
+    "Fetch a web page from a granted domain (no redirects followed; text, at most 200 kB).",
+    {"network"},
+    {
+        "type": "object",
+        "properties": {"url": {"type": "string", "maxLength": 2048}},
+        "required": ["url"],
+        "additionalProperties": False,
+    },
+    [ArgumentConstraint("url", "domain")],
+)
+MAX_TEXT = 200_000
+
+
+def _tx(tool_context: ToolContext) -> Connection:
+    if tool_context.tx is None:  # pragma: no cover - the route passes one for these tools
+        raise RuntimeError("this tool runs inside the call's transaction")
+    return tool_context.tx
+
+
+def _read(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    entry = memory.get(_tx(tc), tc.ctx.tenant_id, UUID(args["id"]))
     return {"key": entry.key, "content": entry.content, "version": entry.version}
 
 
-def _delete(
-    tx: Connection, ctx: TenantContext, args: Mapping[str, Any], now: datetime
-) -> dict[str, Any]:
-    memory.delete(tx, ctx, UUID(args["id"]), now=now)
+def _delete(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    memory.delete(_tx(tc), tc.ctx, UUID(args["id"]), now=tc.now)
     return {"deleted": args["id"]}
 
 
-BUILTIN: dict[str, tuple[ToolSpec, Executor]] = {
-    MEMORY_READ.name: (MEMORY_READ, _read),
-    MEMORY_DELETE.name: (MEMORY_DELETE, _delete),
+def _fetch(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    policy = replace(tc.egress, max_response_bytes=min(tc.egress.max_response_bytes, 2 * MAX_TEXT))
+    with egress_client(policy, follow_redirects=False) as client:
+        try:
+            response = client.get(args["url"], headers={"Accept": "text/*, application/json"})
+            body = response.read()
+        except httpx.HTTPError:
+            return {"error": "unreachable"}
+    text = body.decode(response.encoding or "utf-8", errors="replace")
+    screened = injection.screen(text)
+    out: dict[str, Any] = {
+        "status": response.status_code,
+        "content_type": response.headers.get("content-type", ""),
+        "text": text[:MAX_TEXT],
+        "truncated": len(text) > MAX_TEXT,
+        "injection": {"score": screened.score, "signals": list(screened.signals)},
+    }
+    location = response.headers.get("location")
+    if response.is_redirect and location:
+        out["redirect_to"] = str(response.url.join(location))
+    return out
+
+
+BUILTIN: dict[str, Builtin] = {
+    MEMORY_READ.name: Builtin(MEMORY_READ, _read, in_transaction=True),
+    MEMORY_DELETE.name: Builtin(MEMORY_DELETE, _delete, in_transaction=True),
+    WEB_FETCH.name: Builtin(WEB_FETCH, _fetch, in_transaction=False),
 }
 
 
-def builtin_registry(mode: str) -> tuple[ToolRegistry, dict[str, Executor]]:
-    """The registry of this deployment mode with the built-in tools, and their executors."""
+def builtin_registry(mode: str) -> tuple[ToolRegistry, dict[str, Builtin]]:
+    """The registry of this deployment mode with the built-in tools, and how each runs."""
     registry = ToolRegistry(mode)
-    for spec, _ in BUILTIN.values():
-        registry.register(spec)
-    return registry, {name: run for name, (_, run) in BUILTIN.items()}
+    for builtin in BUILTIN.values():
+        registry.register(builtin.spec)
+    return registry, dict(BUILTIN)

@@ -21,9 +21,11 @@ from tenantguard.audit.store import record_action
 from tenantguard.context import TenantContext
 from tenantguard.data import runs
 from tenantguard.data import tools as store
+from tenantguard.egress.check import EgressDenied
 from tenantguard.errors import CapabilityDenied
 from tenantguard.gateway.auth import Authorize
 from tenantguard.gateway.runtime import runtime
+from tenantguard.tools.builtin import ToolContext
 from tenantguard.tools.capabilities import RunCapabilities
 from tenantguard.tools.gate import decide
 
@@ -196,8 +198,9 @@ def call_tool(
             reason=decision.rule,
             payload={"tool": body.tool[:64], "call_hash": decision.call_hash},
         )
-        if decision.outcome == "allow":
-            output = rt.executors[body.tool](tx, ctx, body.arguments, now)
+        builtin = rt.executors[body.tool] if decision.outcome == "allow" else None
+        if builtin is not None and builtin.in_transaction:
+            output = builtin.execute(ToolContext(ctx, now, tx, rt.egress), body.arguments)
             return ToolCallOut(
                 outcome="allowed", rule=decision.rule, call_hash=decision.call_hash, output=output
             )
@@ -218,6 +221,28 @@ def call_tool(
                 call_hash=decision.call_hash,
                 approval_id=approval.id,
             )
+    if builtin is not None:
+        # A network tool runs after the decision committed: no database connection is held
+        # while a remote server answers. The egress guard's refusal is audited too.
+        try:
+            output = builtin.execute(ToolContext(ctx, now, None, rt.egress), body.arguments)
+        except EgressDenied as refused:
+            with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+                record_action(
+                    tx,
+                    ctx,
+                    action="tool.egress",
+                    target_type="run",
+                    target_id=str(run_id),
+                    now=now,
+                    outcome="denied",
+                    reason=refused.rule,
+                    payload={"tool": body.tool, "call_hash": decision.call_hash},
+                )
+            raise
+        return ToolCallOut(
+            outcome="allowed", rule=decision.rule, call_hash=decision.call_hash, output=output
+        )
     # A denial: its audit event is committed above; the caller learns the rule.
     raise ToolCallDenied(decision.rule, decision.paths)
 
