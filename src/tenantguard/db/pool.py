@@ -67,6 +67,12 @@ def map_db_errors() -> Iterator[None]:
         raise NotFound("A referenced resource does not exist.") from exc
     except (pg_errors.CheckViolation, pg_errors.NotNullViolation) as exc:
         raise RequestInvalid("A value is out of the allowed range.") from exc
+    except psycopg.DataError as exc:
+        # A value PostgreSQL cannot store: a NUL character in text or JSON (refused by the
+        # driver or the server), a number out of its type's range.
+        raise RequestInvalid("The request holds a value that cannot be stored.") from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate, met while sending a parameter
+        raise RequestInvalid("The request holds text that is not valid Unicode.") from exc
     except (psycopg.OperationalError, PoolTimeout) as exc:
         _log.error("db.unavailable", error_type=type(exc).__name__)
         raise DatabaseUnavailable() from exc

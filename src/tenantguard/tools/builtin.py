@@ -48,8 +48,11 @@ class Builtin:
     in_transaction: bool
 
 
+# The length bounds too: a JSON Schema `$` also matches before a final newline.
 _ID = {
     "type": "string",
+    "minLength": 36,
+    "maxLength": 36,
     "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
 }
 
@@ -116,7 +119,10 @@ def _fetch(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
             body = response.read()
         except httpx.HTTPError:
             return {"error": "unreachable"}
-    text = body.decode(response.encoding or "utf-8", errors="replace")
+    try:
+        text = body.decode(response.encoding or "utf-8", errors="replace")
+    except (LookupError, TypeError):  # a "charset" that is not a text encoding (base64, zlib)
+        text = body.decode("utf-8", errors="replace")
     screened = injection.screen(text)
     out: dict[str, Any] = {
         "status": response.status_code,

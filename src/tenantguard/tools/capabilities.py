@@ -9,7 +9,9 @@ or from the registry, is not in the run. Only the tenant's layer may pre-approve
 needs approval (an explicit policy rule); the agent's layer cannot.
 
 Nothing a tool returns or a model says reaches this object: it is built once, from stored
-configuration, and has no method that adds a tool or widens a layer.
+configuration, and has no method that adds a tool or widens a layer. `narrowed` adds the
+tenant's current grant as one more layer at each call, so a tenant that drops a tool, a
+pre-approval or a domain takes it from running runs at once.
 
 Threat stopped: a run's capabilities growing after it started (prompt injection, a tool
 result, a model asking for more): `max_damage <= granted_capabilities`.
@@ -17,11 +19,13 @@ result, a model asking for more): `max_damage <= granted_capabilities`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from tenantguard.egress.check import EgressDenied, normalise_host
 from tenantguard.errors import RequestInvalid
 from tenantguard.tools.registry import ToolRegistry
 
@@ -40,13 +44,35 @@ class ToolGrant:
     preapproved: bool = False
 
 
+_TOOL_NAME = re.compile(r"[a-z][a-z0-9_]{1,63}")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL}){{0,126}}")
+_RECIPIENT = re.compile(r"[^\x00-\x20\x7f]{1,320}")
+
+
+def _domain(value: str) -> str:
+    """A granted domain as the gate compares it: ASCII (IDNA), lower case, one trailing dot
+    dropped; anything that is not a host name (or `*.` and one) is refused."""
+    try:
+        ascii_form = normalise_host(
+            value.strip()[:-1] if value.strip().endswith(".") else value.strip()
+        )
+    except EgressDenied as exc:
+        raise GrantInvalid() from exc
+    if not _DOMAIN.fullmatch(ascii_form):
+        raise GrantInvalid("A granted domain is a host name, or *. and one.")
+    return ascii_form
+
+
 def parse_grants(document: object, *, layer: str) -> tuple[ToolGrant, ...]:
     """Grants from their JSON form: {"web_fetch": {"domains": ["docs.example.com"]}, ...}."""
     if not isinstance(document, Mapping):
         raise GrantInvalid()
     grants = []
     for name, body in document.items():
-        if not isinstance(name, str) or not isinstance(body, Mapping):
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            raise GrantInvalid()
+        if not isinstance(body, Mapping):
             raise GrantInvalid()
         if set(body) - {"domains", "recipients", "preapproved"}:
             raise GrantInvalid()
@@ -56,10 +82,12 @@ def parse_grants(document: object, *, layer: str) -> tuple[ToolGrant, ...]:
             raise GrantInvalid()
         if preapproved and layer != "tenant":
             raise GrantInvalid("Only the tenant's policy may pre-approve a tool.")
+        if not all(_RECIPIENT.fullmatch(r.strip()) for r in recipients):
+            raise GrantInvalid()
         grants.append(
             ToolGrant(
                 name,
-                frozenset(d.strip().rstrip(".").lower() for d in domains),
+                frozenset(_domain(d) for d in domains),
                 frozenset(r.strip().lower() for r in recipients),
                 preapproved,
             )
@@ -68,11 +96,22 @@ def parse_grants(document: object, *, layer: str) -> tuple[ToolGrant, ...]:
 
 
 def _strings(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) and 0 < len(v) <= 253 for v in value)
+    return isinstance(value, list) and all(
+        isinstance(v, str) and 0 < len(v) <= 320 and _encodable(v) for v in value
+    )
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
 
 
 def domain_allowed(host: str, allowed: frozenset[str]) -> bool:
-    host = host.rstrip(".").lower()
+    """Whether `host` (ASCII, as `egress.check.check_url` gives it) is granted."""
+    host = host.lower()
     return any(
         host == pattern
         or (pattern.startswith("*.") and host.endswith(pattern[1:]) and host != pattern[2:])
@@ -82,9 +121,10 @@ def domain_allowed(host: str, allowed: frozenset[str]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RunCapabilities:
-    """The frozen capabilities of one run: per tool, the grant of each layer."""
+    """The frozen capabilities of one run: per tool, the grant of each layer (the agent's
+    first, then the tenant's; `narrowed` adds the tenant's current one)."""
 
-    tools: Mapping[str, tuple[ToolGrant, ToolGrant]]  # (agent's, tenant's)
+    tools: Mapping[str, tuple[ToolGrant, ...]]
 
     @property
     def names(self) -> frozenset[str]:
@@ -98,7 +138,19 @@ class RunCapabilities:
         return all(value in g.recipients for g in self.tools[tool])
 
     def preapproved(self, tool: str) -> bool:
-        return self.tools[tool][1].preapproved
+        """Every tenant layer pre-approves the tool (the agent's layer cannot)."""
+        layers = self.tools[tool][1:]
+        return bool(layers) and all(g.preapproved for g in layers)
+
+    def narrowed(self, current_tenant: Iterable[ToolGrant]) -> RunCapabilities:
+        """These capabilities under the tenant's policy as it is now: a tool it dropped is
+        gone, and its current grant is one more layer every value must pass (never wider)."""
+        now = {g.tool: g for g in current_tenant}
+        return RunCapabilities(
+            MappingProxyType(
+                {name: (*layers, now[name]) for name, layers in self.tools.items() if name in now}
+            )
+        )
 
     def as_json(self) -> dict[str, Any]:
         """What is stored with the run (and shown to its owner), in a stable order."""
@@ -116,9 +168,8 @@ class RunCapabilities:
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> RunCapabilities:
-        tools = {}
-        for name, layers in document.items():
-            agent, tenant = (
+        tools = {
+            name: tuple(
                 ToolGrant(
                     name,
                     frozenset(layer["domains"]),
@@ -127,7 +178,8 @@ class RunCapabilities:
                 )
                 for layer in layers
             )
-            tools[name] = (agent, tenant)
+            for name, layers in document.items()
+        }
         return cls(MappingProxyType(tools))
 
 

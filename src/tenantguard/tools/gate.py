@@ -66,13 +66,16 @@ def call_hash(run_id: UUID, tool: str, arguments: Mapping[str, Any]) -> str:
 
 
 def _host(url: object) -> str | None:
+    """The URL's host as the egress guard will connect to it (ASCII, as sent), or None."""
     if not isinstance(url, str):
         return None
     try:
         parsed = httpx.URL(url)
+        raw = parsed.raw_host.decode("ascii")
     except (httpx.InvalidURL, TypeError, ValueError):
         return None
-    return parsed.host or None if parsed.scheme in ("http", "https") else None
+    host = raw[:-1] if raw.endswith(".") else raw
+    return host.lower() or None if parsed.scheme in ("http", "https") else None
 
 
 def decide(  # noqa: PLR0911 (one return per rule, in the order the module doc lists)
@@ -94,7 +97,7 @@ def decide(  # noqa: PLR0911 (one return per rule, in the order the module doc l
     if spec is None or tool not in capabilities.names:
         return Decision("deny", "tool_not_granted", digest)
     if errors := spec.argument_errors(dict(arguments)):
-        return Decision("deny", "arguments_invalid", digest, tuple(errors))
+        return Decision("deny", "arguments_invalid", digest, tuple(dict.fromkeys(errors)))
     if rule := _constraint_broken(capabilities, tool, spec.constraints, arguments):
         return Decision("deny", rule, digest)
     if not spec.needs_approval:

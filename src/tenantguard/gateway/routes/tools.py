@@ -21,12 +21,13 @@ from tenantguard.audit.store import record_action
 from tenantguard.context import TenantContext
 from tenantguard.data import runs
 from tenantguard.data import tools as store
+from tenantguard.db.pool import Connection
 from tenantguard.egress.check import EgressDenied
-from tenantguard.errors import CapabilityDenied
+from tenantguard.errors import CapabilityDenied, TenantGuardError
 from tenantguard.gateway.auth import Authorize
-from tenantguard.gateway.runtime import runtime
+from tenantguard.gateway.runtime import Runtime, runtime
 from tenantguard.tools.builtin import ToolContext
-from tenantguard.tools.capabilities import RunCapabilities
+from tenantguard.tools.capabilities import RunCapabilities, parse_grants
 from tenantguard.tools.gate import decide
 
 router = APIRouter(tags=["tools"])
@@ -158,7 +159,7 @@ def get_tool_policy(ctx: Read, request: Request) -> PolicyOut:
 @router.put("/api/admin/tool-policy")
 def put_tool_policy(body: Grants, ctx: ManagePolicy, request: Request) -> PolicyOut:
     """The tenant's tool grants: no run of any agent may exceed them. Applies to runs started
-    afterwards; a running run keeps what it froze."""
+    afterwards, and narrows running ones at once (never widens them)."""
     rt = runtime(request)
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         version = store.put_tool_policy(tx, ctx, body.tools, now=rt.clock.now())
@@ -173,37 +174,34 @@ def call_tool(
     now = rt.clock.now()
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         run = runs.get_run(tx, ctx.tenant_id, run_id, lock=True)
-        frozen = RunCapabilities.from_json(run.capabilities or {})
-        approved = store.approved_calls(tx, ctx.tenant_id, run_id)
-        decision = decide(
-            frozen, rt.tools, run_id=run_id, tool=body.tool, arguments=body.arguments,
-            approved=approved,
-        )  # fmt: skip
+        # Frozen means never wider; the tenant's policy as it is now narrows it further.
         current, _ = store.tool_policy(tx, ctx.tenant_id)
-        if decision.outcome != "deny" and body.tool not in current:
-            # Frozen means never wider; the tenant narrowing its policy applies at once.
-            decision = type(decision)("deny", "tool_not_granted", decision.call_hash)
+        frozen = RunCapabilities.from_json(run.capabilities or {}).narrowed(
+            parse_grants(current, layer="tenant")
+        )
+        decision = decide(
+            frozen,
+            rt.tools,
+            run_id=run_id,
+            tool=body.tool,
+            arguments=body.arguments,
+            approved=store.approved_calls(tx, ctx.tenant_id, run_id),
+        )
         if decision.rule == "approved" and not store.spend(
             tx, ctx.tenant_id, run_id, decision.call_hash, now=now
         ):
             decision = type(decision)("approval", "needs_approval", decision.call_hash)
-        record_action(
+        _audit(
             tx,
             ctx,
-            action="tool.call",
-            target_type="run",
-            target_id=str(run_id),
+            run_id,
+            body.tool,
+            call_hash=decision.call_hash,
             now=now,
-            outcome="success" if decision.outcome != "deny" else "denied",
-            reason=decision.rule,
-            payload={"tool": body.tool[:64], "call_hash": decision.call_hash},
+            outcome=decision.outcome,
+            rule=decision.rule,
         )
-        builtin = rt.executors[body.tool] if decision.outcome == "allow" else None
-        if builtin is not None and builtin.in_transaction:
-            output = builtin.execute(ToolContext(ctx, now, tx, rt.egress), body.arguments)
-            return ToolCallOut(
-                outcome="allowed", rule=decision.rule, call_hash=decision.call_hash, output=output
-            )
+        approval = None
         if decision.outcome == "approval":
             approval = store.request_approval(
                 tx,
@@ -214,37 +212,86 @@ def call_tool(
                 arguments=body.arguments,
                 now=now,
             )
-            response.status_code = 202
-            return ToolCallOut(
-                outcome="pending_approval",
-                rule=decision.rule,
-                call_hash=decision.call_hash,
-                approval_id=approval.id,
-            )
-    if builtin is not None:
-        # A network tool runs after the decision committed: no database connection is held
-        # while a remote server answers. The egress guard's refusal is audited too.
-        try:
-            output = builtin.execute(ToolContext(ctx, now, None, rt.egress), body.arguments)
-        except EgressDenied as refused:
-            with rt.db.tenant_transaction(ctx.tenant_id) as tx:
-                record_action(
-                    tx,
-                    ctx,
-                    action="tool.egress",
-                    target_type="run",
-                    target_id=str(run_id),
-                    now=now,
-                    outcome="denied",
-                    reason=refused.rule,
-                    payload={"tool": body.tool, "call_hash": decision.call_hash},
-                )
-            raise
+    # The decision (and a spent approval) is committed before the tool runs: a tool that
+    # fails cannot take its audit event with it.
+    if approval is not None:
+        response.status_code = 202
         return ToolCallOut(
-            outcome="allowed", rule=decision.rule, call_hash=decision.call_hash, output=output
+            outcome="pending_approval",
+            rule=decision.rule,
+            call_hash=decision.call_hash,
+            approval_id=approval.id,
         )
-    # A denial: its audit event is committed above; the caller learns the rule.
-    raise ToolCallDenied(decision.rule, decision.paths)
+    if decision.outcome != "allow":
+        raise ToolCallDenied(decision.rule, decision.paths)
+    builtin = rt.executors[body.tool]
+    try:
+        if builtin.in_transaction:
+            with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+                output = builtin.execute(ToolContext(ctx, now, tx, rt.egress), body.arguments)
+        else:  # no database connection is held while a remote server answers
+            output = builtin.execute(ToolContext(ctx, now, None, rt.egress), body.arguments)
+    except EgressDenied as refused:
+        _record_failure(
+            rt, ctx, run_id, body.tool, call_hash=decision.call_hash, now=now, why=refused.rule
+        )
+        raise
+    except TenantGuardError as failed:
+        _record_failure(
+            rt, ctx, run_id, body.tool, call_hash=decision.call_hash, now=now, why=failed.code
+        )
+        raise
+    return ToolCallOut(
+        outcome="allowed", rule=decision.rule, call_hash=decision.call_hash, output=output
+    )
+
+
+def _audit(
+    tx: Connection,
+    ctx: TenantContext,
+    run_id: UUID,
+    tool: str,
+    *,
+    call_hash: str,
+    now: datetime,
+    outcome: str,
+    rule: str,
+) -> None:
+    record_action(
+        tx,
+        ctx,
+        action="tool.call",
+        target_type="run",
+        target_id=str(run_id),
+        now=now,
+        outcome="success" if outcome != "deny" else "denied",
+        reason=rule,
+        payload={"tool": tool[:64], "call_hash": call_hash},
+    )
+
+
+def _record_failure(
+    rt: Runtime,
+    ctx: TenantContext,
+    run_id: UUID,
+    tool: str,
+    *,
+    call_hash: str,
+    now: datetime,
+    why: str,
+) -> None:
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        record_action(
+            tx,
+            ctx,
+            action="tool.egress" if why in EgressDenied.rules else "tool.failed",
+            target_type="run",
+            target_id=str(run_id),
+            now=now,
+            outcome="denied" if why in EgressDenied.rules else "failure",
+            reason=why,
+            payload={"tool": tool, "call_hash": call_hash},
+        )
 
 
 @router.get("/api/approvals")
