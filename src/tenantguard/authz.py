@@ -30,6 +30,7 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "api_keys:read": "list API keys (never their secrets)",
         "audit:checkpoint": "sign a checkpoint of the tenant's audit log now",
         "audit:read": "read the tenant's audit events, checkpoints and proofs",
+        "egress_policy:manage": "set the hosts the tenant's outbound calls may or may not reach",
         "evidence:export": "build a signed evidence pack of the tenant's audit and controls",
         "memory:read": "read memory entries, deleted ones and their versions",
         "memory:write": "create, change, delete and restore memory entries",
@@ -80,6 +81,7 @@ SENSITIVE_ACTIONS = frozenset(
         "pii:reidentify",  # personal data back in the clear
         "pii_policy:manage",  # what leaves on which channel
         "tool_policy:manage",  # what the tenant's runs may do
+        "egress_policy:manage",  # where the tenant's outbound calls may go
         "approvals:decide",  # letting a destructive or sensitive call happen
         "platform:tenant_data:read",  # an operator reading a customer's data
         "platform:tenant_data:delete",

@@ -127,6 +127,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "agents": client.get("/api/agents", headers=h).json(),
         "tool_policy": client.get("/api/admin/tool-policy", headers=h).json(),
         "approvals": client.get("/api/approvals", headers=h).json(),
+        "egress": client.get("/api/admin/egress-policy", headers=h).json(),
         "sessions": [
             {k: v for k, v in s.items() if k != "last_seen_at"}
             for s in client.get("/api/admin/sessions", headers=h).json()

@@ -13,7 +13,7 @@ from psycopg import errors as pg_errors
 
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto.keyring import Keyring
-from tenantguard.data import memory, model_providers, runs, secrets, tools
+from tenantguard.data import egress, memory, model_providers, runs, secrets, tools
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
@@ -60,6 +60,8 @@ CORE_TABLES = {
     "agents",
     "tool_policies",
     "approvals",
+    "egress_policies",
+    "egress_grants",
 }
 
 
@@ -117,6 +119,16 @@ def populated(
         )
         tools.put_agent(tx, ctx, "a", {"memory_delete": {}}, now=clock.now())
         tools.put_tool_policy(tx, ctx, {"memory_delete": {}}, now=clock.now())
+        egress.put_policy(tx, ctx, allow_hosts=["a.example"], deny_hosts=[], now=clock.now())
+        egress.add_grant(
+            tx,
+            ctx,
+            network="10.0.0.5/32",
+            ports=[11434],
+            reason="tests",
+            granted_by="tests",
+            now=clock.now(),
+        )
         tools.request_approval(
             tx,
             ctx,

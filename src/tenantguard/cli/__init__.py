@@ -20,6 +20,7 @@ from rich.table import Table
 
 from tenantguard.audit import verify_tenant
 from tenantguard.cli._common import CLI, database, err, load_settings, out
+from tenantguard.cli.egress import egress_app
 from tenantguard.cli.evidence import evidence_app
 from tenantguard.cli.keys import keys_app, signing_app
 from tenantguard.cli.operators import operators_app
@@ -50,6 +51,7 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(operators_app, name="operators")
 app.add_typer(evidence_app, name="evidence")
 app.add_typer(pii_app, name="pii")
+app.add_typer(egress_app, name="egress")
 
 
 def print_report(report: DoctorReport, console: Console) -> None:

@@ -24,6 +24,7 @@ service, or the gateway itself.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -172,6 +173,25 @@ def normalise_host(host: str) -> str:
         except (httpx.InvalidURL, ValueError) as exc:
             raise EgressDenied("host_invalid") from exc
     return prefix + bare.lower()
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?"
+_HOST_PATTERN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL}){{0,126}}")
+
+
+def host_pattern(value: str) -> str:
+    """A host or `*.` pattern as lists and grants store it (`normalise_host`), or ValueError
+    when it is not one (empty, a NUL, spaces, a bare `*`)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 253 or "\x00" in value:
+        raise ValueError("not a host name")
+    stripped = value.strip()
+    try:
+        normalised = normalise_host(stripped)
+    except EgressDenied as exc:
+        raise ValueError("not a host name") from exc
+    if not _HOST_PATTERN.fullmatch(normalised):
+        raise ValueError("not a host name")
+    return normalised
 
 
 def _matches(host: str, pattern: str) -> bool:

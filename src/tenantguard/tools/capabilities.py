@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from tenantguard.egress.check import EgressDenied, normalise_host
+from tenantguard.egress.check import host_pattern
 from tenantguard.errors import RequestInvalid
 from tenantguard.tools.registry import ToolRegistry
 
@@ -45,23 +45,16 @@ class ToolGrant:
 
 
 _TOOL_NAME = re.compile(r"[a-z][a-z0-9_]{1,63}")
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL}){{0,126}}")
 _RECIPIENT = re.compile(r"[^\x00-\x20\x7f]{1,320}")
 
 
 def _domain(value: str) -> str:
-    """A granted domain as the gate compares it: ASCII (IDNA), lower case, one trailing dot
-    dropped; anything that is not a host name (or `*.` and one) is refused."""
+    """A granted domain as the gate compares it: ASCII (IDNA), lower case, no trailing dot;
+    anything that is not a host name (or `*.` and one) is refused."""
     try:
-        ascii_form = normalise_host(
-            value.strip()[:-1] if value.strip().endswith(".") else value.strip()
-        )
-    except EgressDenied as exc:
-        raise GrantInvalid() from exc
-    if not _DOMAIN.fullmatch(ascii_form):
-        raise GrantInvalid("A granted domain is a host name, or *. and one.")
-    return ascii_form
+        return host_pattern(value)
+    except ValueError as exc:
+        raise GrantInvalid("A granted domain is a host name, or *. and one.") from exc
 
 
 def parse_grants(document: object, *, layer: str) -> tuple[ToolGrant, ...]:

@@ -10,6 +10,7 @@ arguments) in its own committed transaction, a denial included: the caller gets 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tenantguard.audit.store import record_action
 from tenantguard.context import TenantContext
+from tenantguard.data import egress as egress_store
 from tenantguard.data import runs
 from tenantguard.data import tools as store
 from tenantguard.db.pool import Connection
@@ -34,6 +36,7 @@ router = APIRouter(tags=["tools"])
 Read = Annotated[TenantContext, Depends(Authorize("tools:read"))]
 ManageAgents = Annotated[TenantContext, Depends(Authorize("agents:manage"))]
 ManagePolicy = Annotated[TenantContext, Depends(Authorize("tool_policy:manage"))]
+ManageEgress = Annotated[TenantContext, Depends(Authorize("egress_policy:manage"))]
 Call = Annotated[TenantContext, Depends(Authorize("tools:call"))]
 Decide = Annotated[TenantContext, Depends(Authorize("approvals:decide"))]
 AgentName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
@@ -74,6 +77,34 @@ class AgentOut(BaseModel):
 class PolicyOut(BaseModel):
     tools: dict[str, Any]
     version: int
+
+
+class EgressLists(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"allow_hosts": ["*.acme.example"], "deny_hosts": ["old.acme.example"]}]
+        },
+    )
+    allow_hosts: list[str] = Field(default_factory=list, max_length=500)
+    deny_hosts: list[str] = Field(default_factory=list, max_length=500)
+
+
+class GrantOut(BaseModel):
+    id: UUID
+    network: str
+    ports: list[int]
+    reason: str
+    granted_by: str
+    granted_at: datetime
+    revoked_at: datetime | None
+
+
+class EgressOut(BaseModel):
+    allow_hosts: list[str]  # empty: any public host
+    deny_hosts: list[str]
+    version: int
+    grants: list[GrantOut]  # private networks granted by the platform's operator
 
 
 class ToolCall(BaseModel):
@@ -166,6 +197,30 @@ def put_tool_policy(body: Grants, ctx: ManagePolicy, request: Request) -> Policy
     return PolicyOut(tools=body.tools, version=version)
 
 
+@router.get("/api/admin/egress-policy")
+def get_egress_policy(ctx: Read, request: Request) -> EgressOut:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return _egress_out(tx, ctx.tenant_id)
+
+
+@router.put("/api/admin/egress-policy")
+def put_egress_policy(body: EgressLists, ctx: ManageEgress, request: Request) -> EgressOut:
+    """The hosts the tenant's outbound calls may reach (an allow list: only those) and may
+    not (a deny list, which wins). They narrow the egress guard; they cannot widen it."""
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        egress_store.put_policy(
+            tx, ctx, allow_hosts=body.allow_hosts, deny_hosts=body.deny_hosts, now=rt.clock.now()
+        )
+        return _egress_out(tx, ctx.tenant_id)
+
+
+def _egress_out(tx: Connection, tenant_id: UUID) -> EgressOut:
+    allow, deny, version = egress_store.get_policy(tx, tenant_id)
+    grants = [GrantOut(**asdict(g)) for g in egress_store.list_grants(tx, tenant_id)]
+    return EgressOut(allow_hosts=allow, deny_hosts=deny, version=version, grants=grants)
+
+
 @router.post("/api/runs/{run_id}/tool-calls")
 def call_tool(
     run_id: UUID, body: ToolCall, ctx: Call, request: Request, response: Response
@@ -174,6 +229,7 @@ def call_tool(
     now = rt.clock.now()
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         run = runs.get_run(tx, ctx.tenant_id, run_id, lock=True)
+        egress = egress_store.policy_for(tx, ctx.tenant_id, rt.egress)
         # Frozen means never wider; the tenant's policy as it is now narrows it further.
         current, _ = store.tool_policy(tx, ctx.tenant_id)
         frozen = RunCapabilities.from_json(run.capabilities or {}).narrowed(
@@ -228,9 +284,9 @@ def call_tool(
     try:
         if builtin.in_transaction:
             with rt.db.tenant_transaction(ctx.tenant_id) as tx:
-                output = builtin.execute(ToolContext(ctx, now, tx, rt.egress), body.arguments)
+                output = builtin.execute(ToolContext(ctx, now, tx, egress), body.arguments)
         else:  # no database connection is held while a remote server answers
-            output = builtin.execute(ToolContext(ctx, now, None, rt.egress), body.arguments)
+            output = builtin.execute(ToolContext(ctx, now, None, egress), body.arguments)
     except EgressDenied as refused:
         _record_failure(
             rt, ctx, run_id, body.tool, call_hash=decision.call_hash, now=now, why=refused.rule
