@@ -13,6 +13,8 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     ├── InvalidCredentials          401  bad, expired, revoked or malformed credential
     ├── StepUpRequired              401  a sensitive action needs a fresh second factor
     ├── CapabilityDenied            403  the credential lacks the capability the action needs
+    │   └── ToolCallDenied              the policy gate refused a tool call (gateway.routes.tools)
+    ├── EgressDenied                403  the egress guard refused an outbound call (egress.check)
     ├── OperatorAccessDenied        403  the tenant has not opted in to operator access
     ├── NotFound                    404  absent, or belongs to another tenant: the same answer
     ├── MethodNotAllowed            405
@@ -20,6 +22,8 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     │   ├── ModelProviderMissing        the tenant has no provider for the model (no shared pool)
     │   └── AuditVerificationFailed     audit evidence (a proof, a checkpoint) does not verify
     ├── RequestInvalid              422  the request does not match the schema
+    │   ├── UnknownPiiClass, PolicyInvalid      (pii.detectors, pii.policy)
+    │   └── GrantInvalid                        (tools.capabilities)
     ├── RateLimited                 429
     ├── InternalError               500  anything unexpected; details only in the logs
     ├── DecryptionFailed            500  any failure to open a ciphertext: one opaque error
@@ -29,7 +33,8 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     │   └── KeyProviderUnavailable  the KEK (key file, HSM) cannot be used: nothing is written
     └── ConfigurationError          500  refuses to start: bad settings, doctor findings
         ├── DoctorFailed
-        └── MigrationsPending
+        ├── MigrationsPending
+        └── ToolForbidden, ToolInvalid  a tool the mode forbids, a bad declaration (tools.registry)
 """
 
 from __future__ import annotations

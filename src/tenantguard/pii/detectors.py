@@ -401,6 +401,9 @@ _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
 
 
+_BIRTH_CONTEXT = ("born", "birth", "dob", "né le", "née le", "geboren", "nacimiento")
+
+
 def default_detectors() -> list[Detector]:
     """The detectors shipped today, one class each (credentials has several patterns)."""
     # Imported here: those modules build on `Span` above.
@@ -440,7 +443,7 @@ def default_detectors() -> list[Detector]:
             "date_of_birth",
             _DATE_WORDS,
             0.6,
-            context=("born", "birth", "dob", "né le", "née le", "geboren", "nacimiento"),
+            context=_BIRTH_CONTEXT,
             context_boost=0.3,
             require_context=True,
         ),
@@ -448,7 +451,7 @@ def default_detectors() -> list[Detector]:
             "date_of_birth",
             _DATE,
             0.6,
-            context=("born", "birth", "dob", "né le", "née le", "geboren", "nacimiento"),
+            context=_BIRTH_CONTEXT,
             context_boost=0.3,
             require_context=True,
         ),

@@ -162,13 +162,13 @@ def list_tools(_ctx: Read, request: Request) -> list[ToolOut]:
 @router.get("/api/agents")
 def list_agents(ctx: Read, request: Request) -> list[AgentOut]:
     with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
-        return [AgentOut(**vars_of(a)) for a in store.list_agents(tx, ctx.tenant_id)]
+        return [AgentOut(**asdict(a)) for a in store.list_agents(tx, ctx.tenant_id)]
 
 
 @router.get("/api/agents/{name}")
 def get_agent(name: AgentName, ctx: Read, request: Request) -> AgentOut:
     with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
-        return AgentOut(**vars_of(store.get_agent(tx, ctx.tenant_id, name)))
+        return AgentOut(**asdict(store.get_agent(tx, ctx.tenant_id, name)))
 
 
 @router.put("/api/agents/{name}")
@@ -177,7 +177,7 @@ def put_agent(name: AgentName, body: Grants, ctx: ManageAgents, request: Request
     rt = runtime(request)
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         agent = store.put_agent(tx, ctx, name, body.tools, now=rt.clock.now())
-    return AgentOut(**vars_of(agent))
+    return AgentOut(**asdict(agent))
 
 
 @router.get("/api/admin/tool-policy")
@@ -229,7 +229,6 @@ def call_tool(
     now = rt.clock.now()
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         run = runs.get_run(tx, ctx.tenant_id, run_id, lock=True)
-        egress = egress_store.policy_for(tx, ctx.tenant_id, rt.egress)
         # Frozen means never wider; the tenant's policy as it is now narrows it further.
         current, _ = store.tool_policy(tx, ctx.tenant_id)
         frozen = RunCapabilities.from_json(run.capabilities or {}).narrowed(
@@ -258,6 +257,9 @@ def call_tool(
             rule=decision.rule,
         )
         approval = None
+        # Read only for a call that will run (a refused or pending one returns below).
+        allowed = decision.outcome == "allow"
+        egress = egress_store.policy_for(tx, ctx.tenant_id, rt.egress) if allowed else rt.egress
         if decision.outcome == "approval":
             approval = store.request_approval(
                 tx,
@@ -383,12 +385,3 @@ def approve(approval_id: UUID, ctx: Decide, request: Request) -> ApprovalOut:
 @router.post("/api/approvals/{approval_id}/deny")
 def deny(approval_id: UUID, ctx: Decide, request: Request) -> ApprovalOut:
     return _decide(approval_id, ctx, request, approve=False)
-
-
-def vars_of(agent: store.Agent) -> dict[str, Any]:
-    return {
-        "name": agent.name,
-        "tools": agent.tools,
-        "created_at": agent.created_at,
-        "updated_at": agent.updated_at,
-    }
