@@ -107,7 +107,7 @@ def test_signing_keys_rotate_and_export(env: Path, pg: TestDatabase) -> None:
         )
         tx.execute(
             "UPDATE tenantguard.signing_keys SET superseded_at = coalesce(superseded_at,"
-            " created_at), verify_until = '-infinity'"
+            " created_at), verify_until = created_at"  # retired, as a real retirement
         )
     made = []
     for _ in range(2):

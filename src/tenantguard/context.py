@@ -54,6 +54,8 @@ class TenantContext:
     amr: tuple[str, ...] = ()  # how (RFC 8176 style: "email", "otp", "recovery", ...)
     # The tenant's MFA policy covers this person's role and no second factor is proved yet.
     mfa_pending: bool = False
+    # The one agent an API key is bound to: it acts only in that agent's runs (None: any).
+    agent: str | None = None
 
     def allows(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -28,6 +28,7 @@ PUBLIC_FIELDS = {
     "name",
     "display_prefix",
     "capabilities",
+    "agent",
     "created_at",
     "expires_at",
     "revoked_at",

@@ -128,3 +128,28 @@ def test_authorisation_matrix(
     assert allowed.status_code != 401 or (op.method, op.path) in BODY_CREDENTIAL, allowed.text
     gate_denial = allowed.status_code == 403 and allowed.json()["detail"] == GATE_DENIAL
     assert not gate_denial, allowed.text
+
+
+RUN_OPERATIONS = [op for op in API_OPERATIONS if op.path.startswith("/api/runs/{")]
+
+
+@pytest.mark.parametrize("op", RUN_OPERATIONS, ids=op_id)
+def test_a_key_bound_to_another_agent_cannot_reach_a_run(
+    op: Operation, client: TestClient, world: World
+) -> None:
+    """Every route on one run (enumerated): a key of A's own tenant, holding the route's
+    actions but bound to another agent than the run's, answers 404 as for a missing run."""
+    h = World.headers(world.a)
+    assert client.put("/api/agents/a-other", json={"tools": {}}, headers=h).status_code == 200
+    issued = client.post(
+        "/api/api-keys",
+        json={"name": "other-agent", "capabilities": sorted(op.actions), "agent": "a-other"},
+        headers=h,
+    )
+    assert issued.status_code == 201, issued.text
+    before = snapshot(client, world)
+    bound = {"Authorization": f"Bearer {issued.json()['secret']}"}
+    answer = client.request(op.method, world.fill(op.path), json=example_body(op), headers=bound)
+    assert answer.status_code == 404, answer.text
+    assert world.marker not in answer.text
+    assert snapshot(client, world) == before

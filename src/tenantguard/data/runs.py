@@ -3,6 +3,10 @@
 A run's events are numbered 1, 2, ... within the run (the run row is locked while one is
 appended, so numbers have no gaps or duplicates); ids are random. Event data stays out of the
 audit: events carry ids, types and sequence numbers only.
+
+Every read and write takes the acting `TenantContext`: a credential bound to an agent
+(`ctx.agent`) sees and touches that agent's runs only, here and nowhere else, so no route can
+forget the scope. Another agent's run is `NotFound`, like another tenant's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from tenantguard.audit.store import record_action
 from tenantguard.context import TenantContext
 from tenantguard.data.pagination import MAX_PAGE, decode_cursor, encode_cursor
 from tenantguard.db.pool import Connection
-from tenantguard.errors import NotFound
+from tenantguard.errors import CapabilityDenied, NotFound
 
 _RUN_COLUMNS = "id, agent, status, input, created_at, updated_at, capabilities"
 _EVENT_COLUMNS = "id, run_id, seq, type, data, created_at"
@@ -62,6 +66,10 @@ def create_run(
 ) -> Run:
     """A new run; `capabilities` (`RunCapabilities.as_json`) are frozen with it, never
     changed afterwards (no statement here or elsewhere updates them)."""
+    if ctx.agent is not None and agent != ctx.agent:
+        raise CapabilityDenied(
+            "agent_binding", "This credential is bound to another agent: it starts its runs only."
+        )
     run = _run(
         conn.execute(
             "INSERT INTO tenantguard.runs (tenant_id, id, agent, status, input, created_at,"
@@ -90,26 +98,33 @@ def create_run(
     return run
 
 
-def get_run(conn: Connection, tenant_id: UUID, run_id: UUID, *, lock: bool = False) -> Run:
+def get_run(conn: Connection, ctx: TenantContext, run_id: UUID, *, lock: bool = False) -> Run:
     return _run(
         conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM tenantguard.runs WHERE tenant_id = %s AND id = %s"
-            + (" FOR UPDATE" if lock else ""),
-            (tenant_id, run_id),
+            " AND (%s::text IS NULL OR agent = %s)" + (" FOR UPDATE" if lock else ""),
+            (ctx.tenant_id, run_id, ctx.agent, ctx.agent),
         ).fetchone()
     )
 
 
 def list_runs(
-    conn: Connection, tenant_id: UUID, *, limit: int = 50, cursor: str | None = None
+    conn: Connection, ctx: TenantContext, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[Run], str | None]:
     after = decode_cursor(cursor)
     limit = max(1, min(limit, MAX_PAGE))
     rows = conn.execute(
         f"SELECT {_RUN_COLUMNS} FROM tenantguard.runs WHERE tenant_id = %s"
+        " AND (%s::text IS NULL OR agent = %s)"
         " AND (%s::timestamptz IS NULL OR (created_at, id) > (%s::timestamptz, %s::uuid))"
         " ORDER BY created_at, id LIMIT %s",
-        (tenant_id, *((after[0], after[0], after[1]) if after else (None, None, None)), limit + 1),
+        (
+            ctx.tenant_id,
+            ctx.agent,
+            ctx.agent,
+            *((after[0], after[0], after[1]) if after else (None, None, None)),
+            limit + 1,
+        ),
     ).fetchall()
     runs = [_run(r) for r in rows[:limit]]
     more = len(rows) > limit
@@ -125,7 +140,7 @@ def append_event(
     data: dict[str, Any],
     now: datetime,
 ) -> RunEvent:
-    get_run(conn, ctx.tenant_id, run_id, lock=True)
+    get_run(conn, ctx, run_id, lock=True)
     row = conn.execute(
         "INSERT INTO tenantguard.run_events (tenant_id, run_id, seq, id, type, data, created_at)"
         " SELECT %s, %s, coalesce(max(seq), 0) + 1, %s, %s, %s, %s FROM tenantguard.run_events"
@@ -148,12 +163,12 @@ def append_event(
 
 
 def list_events(
-    conn: Connection, tenant_id: UUID, run_id: UUID, *, after_seq: int = 0, limit: int = 100
+    conn: Connection, ctx: TenantContext, run_id: UUID, *, after_seq: int = 0, limit: int = 100
 ) -> list[RunEvent]:
-    get_run(conn, tenant_id, run_id)
+    get_run(conn, ctx, run_id)
     rows = conn.execute(
         f"SELECT {_EVENT_COLUMNS} FROM tenantguard.run_events"
         " WHERE tenant_id = %s AND run_id = %s AND seq > %s ORDER BY seq LIMIT %s",
-        (tenant_id, run_id, after_seq, max(1, min(limit, MAX_PAGE))),
+        (ctx.tenant_id, run_id, after_seq, max(1, min(limit, MAX_PAGE))),
     ).fetchall()
     return [RunEvent(*r) for r in rows]

@@ -194,11 +194,15 @@ def get_approval(conn: Connection, tenant_id: UUID, approval_id: UUID) -> Approv
     return Approval(*row)
 
 
-def list_approvals(conn: Connection, tenant_id: UUID, *, status: str | None) -> list[Approval]:
+def list_approvals(conn: Connection, ctx: TenantContext, *, status: str | None) -> list[Approval]:
+    """The tenant's approvals; for a credential bound to an agent, those of its runs only."""
     rows = conn.execute(
-        f"SELECT {_APPROVAL_COLUMNS} FROM tenantguard.approvals WHERE tenant_id = %s"
-        " AND (%s::text IS NULL OR status = %s) ORDER BY requested_at, id LIMIT 500",
-        (tenant_id, status, status),
+        f"SELECT {_APPROVAL_COLUMNS} FROM tenantguard.approvals AS a WHERE a.tenant_id = %s"
+        " AND (%s::text IS NULL OR a.status = %s)"
+        " AND (%s::text IS NULL OR EXISTS (SELECT 1 FROM tenantguard.runs AS r"
+        "      WHERE r.tenant_id = a.tenant_id AND r.id = a.run_id AND r.agent = %s))"
+        " ORDER BY a.requested_at, a.id LIMIT 500",
+        (ctx.tenant_id, status, status, ctx.agent, ctx.agent),
     ).fetchall()
     return [Approval(*r) for r in rows]
 

@@ -79,6 +79,7 @@ class Authorize:
                     principal=Principal(type="api_key", id=str(resolved.key_id)),
                     capabilities=resolved.capabilities,
                     request_id=rid,
+                    agent=resolved.agent,
                 )
         except InvalidCredentials as exc:
             record_failure(rt, exc, rid=rid, action=self.action)

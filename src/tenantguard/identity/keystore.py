@@ -21,7 +21,13 @@ from tenantguard.audit.store import record_action
 from tenantguard.authz import capability_set
 from tenantguard.context import TenantContext
 from tenantguard.db.pool import Connection
-from tenantguard.errors import CapabilityDenied, Conflict, InvalidCredentials, NotFound
+from tenantguard.errors import (
+    CapabilityDenied,
+    Conflict,
+    InvalidCredentials,
+    NotFound,
+    RequestInvalid,
+)
 from tenantguard.identity import apikeys
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # last_used_at is written at most once a minute
@@ -29,7 +35,7 @@ MAX_LIFETIME = timedelta(days=366)
 
 _COLUMNS = (
     "id, name, display_prefix, capabilities, created_at, expires_at, revoked_at,"
-    " last_used_at, rotated_from"
+    " last_used_at, rotated_from, agent"
 )
 
 
@@ -46,6 +52,7 @@ class ApiKeyInfo:
     revoked_at: datetime | None
     last_used_at: datetime | None
     rotated_from: UUID | None
+    agent: str | None = None  # bound: acts only in this agent's runs
 
     def active_at(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
@@ -65,6 +72,7 @@ class ResolvedKey:
     key_id: UUID
     capabilities: frozenset[str]
     needs_touch: bool
+    agent: str | None = None
 
 
 def _info(row: tuple[Any, ...]) -> ApiKeyInfo:
@@ -82,13 +90,14 @@ def insert_key(
     now: datetime,
     expires_at: datetime | None = None,
     rotated_from: UUID | None = None,
+    agent: str | None = None,
 ) -> IssuedKey:
     """Store a new key for `tenant_id` (no audit, no scope check: callers do both)."""
     new = apikeys.generate("sk")
     row = conn.execute(
         "INSERT INTO tenantguard.api_keys (tenant_id, id, name, key_hash, display_prefix,"
-        " capabilities, created_at, expires_at, rotated_from)"
-        f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+        " capabilities, created_at, expires_at, rotated_from, agent)"
+        f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
         (
             tenant_id,
             uuid4(),
@@ -99,17 +108,24 @@ def insert_key(
             now,
             expires_at,
             rotated_from,
+            agent,
         ),
     ).fetchone()
     assert row is not None  # noqa: S101 (INSERT ... RETURNING returns its row)
     return IssuedKey(_info(row), new.secret)
 
 
-def _within_scope(ctx: TenantContext, capabilities: frozenset[str]) -> None:
+def _within_scope(ctx: TenantContext, capabilities: frozenset[str], agent: str | None) -> None:
+    """A credential acts only on keys no wider than itself: capabilities it holds, and, when it
+    is bound to an agent, keys bound to that same agent (an unbound key reaches every run)."""
     wider = capabilities - ctx.capabilities
     if wider:
         raise CapabilityDenied(
             sorted(wider)[0], "A key cannot act on capabilities it does not hold itself."
+        )
+    if ctx.agent is not None and agent != ctx.agent:
+        raise CapabilityDenied(
+            "agent_binding", "A key bound to an agent acts only on keys bound to that agent."
         )
 
 
@@ -121,12 +137,24 @@ def create_key(
     capabilities: list[str],
     lifetime: timedelta | None,
     now: datetime,
+    agent: str | None = None,
 ) -> IssuedKey:
+    """A new key; a key created by a bound credential is bound to the same agent unless it
+    names one (and naming another is refused)."""
     chosen = capability_set(capabilities)
-    _within_scope(ctx, chosen)
+    bound = agent if agent is not None else ctx.agent
+    _within_scope(ctx, chosen, bound)
+    if bound is not None:
+        _agent_exists(conn, ctx.tenant_id, bound)
     expires = now + min(lifetime, MAX_LIFETIME) if lifetime is not None else None
     issued = insert_key(
-        conn, tenant_id=ctx.tenant_id, name=name, capabilities=chosen, now=now, expires_at=expires
+        conn,
+        tenant_id=ctx.tenant_id,
+        name=name,
+        capabilities=chosen,
+        now=now,
+        expires_at=expires,
+        agent=bound,
     )
     record_action(
         conn,
@@ -139,9 +167,18 @@ def create_key(
             "name": name,
             "capabilities": sorted(chosen),
             "expires_at": expires.isoformat() if expires else None,
+            "agent": bound,
         },
     )
     return issued
+
+
+def _agent_exists(conn: Connection, tenant_id: UUID, agent: str) -> None:
+    row = conn.execute(
+        "SELECT 1 FROM tenantguard.agents WHERE tenant_id = %s AND name = %s", (tenant_id, agent)
+    ).fetchone()
+    if row is None:
+        raise RequestInvalid("No such agent: configure it first (PUT /api/agents/{name}).")
 
 
 def list_keys(conn: Connection, tenant_id: UUID) -> list[ApiKeyInfo]:
@@ -167,7 +204,7 @@ def revoke_key(conn: Connection, ctx: TenantContext, key_id: UUID, *, now: datet
     """Revoke a key. A key may revoke itself or a key no stronger than itself: otherwise a
     narrow key holding `api_keys:manage` could lock the tenant's admin out."""
     info = get_key(conn, ctx.tenant_id, key_id, lock=True)
-    _within_scope(ctx, frozenset(info.capabilities))
+    _within_scope(ctx, frozenset(info.capabilities), info.agent)
     if info.revoked_at is not None:
         raise Conflict("The key is already revoked.")
     conn.execute(
@@ -194,7 +231,7 @@ def rotate_key(
     if not old.active_at(now):
         raise Conflict("Only an active key can be rotated.")
     scope = frozenset(old.capabilities)
-    _within_scope(ctx, scope)
+    _within_scope(ctx, scope, old.agent)
     lifetime = old.expires_at - old.created_at if old.expires_at is not None else None
     issued = insert_key(
         conn,
@@ -204,6 +241,7 @@ def rotate_key(
         now=now,
         expires_at=now + lifetime if lifetime is not None else None,
         rotated_from=old.id,
+        agent=old.agent,
     )
     retire_at = now + grace
     if grace <= timedelta(0):
@@ -236,13 +274,13 @@ def resolve(conn: Connection, presented: str, *, now: datetime) -> ResolvedKey:
     """
     key_hash = apikeys.parse(presented)
     rows = conn.execute(
-        "SELECT tenant_id, id, key_hash, capabilities, expires_at, revoked_at, last_used_at"
-        " FROM tenantguard.resolve_api_key(%s)",
+        "SELECT tenant_id, id, key_hash, capabilities, expires_at, revoked_at, last_used_at,"
+        " agent FROM tenantguard.resolve_api_key(%s)",
         (key_hash,),
     ).fetchall()
     if len(rows) != 1:
         raise InvalidCredentials("unknown" if not rows else "ambiguous")
-    tenant_id, key_id, stored_hash, capabilities, expires_at, revoked_at, last_used = rows[0]
+    tenant_id, key_id, stored_hash, capabilities, expires_at, revoked_at, last_used, agent = rows[0]
     if not hmac.compare_digest(bytes(stored_hash), key_hash):  # pragma: no cover - defence
         raise InvalidCredentials("unknown")
     who = {"tenant_id": tenant_id, "credential_id": str(key_id)}
@@ -251,7 +289,7 @@ def resolve(conn: Connection, presented: str, *, now: datetime) -> ResolvedKey:
     if expires_at is not None and expires_at <= now:
         raise InvalidCredentials("expired", **who)
     stale = last_used is None or last_used < now - LAST_USED_RESOLUTION
-    return ResolvedKey(tenant_id, key_id, frozenset(capabilities), needs_touch=stale)
+    return ResolvedKey(tenant_id, key_id, frozenset(capabilities), needs_touch=stale, agent=agent)
 
 
 def touch(conn: Connection, tenant_id: UUID, key_id: UUID, *, now: datetime) -> None:

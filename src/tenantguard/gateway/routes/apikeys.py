@@ -23,13 +23,23 @@ class ApiKeyCreate(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"name": "ci", "capabilities": ["memory:read"], "expires_in_seconds": 3600}
+                {"name": "ci", "capabilities": ["memory:read"], "expires_in_seconds": 3600},
+                {
+                    "name": "triage-bot",
+                    "capabilities": ["runs:write", "tools:call"],
+                    "agent": "support-triage",
+                },
             ]
         },
     )
     name: str = Field(min_length=1, max_length=200)
     capabilities: list[str] = Field(min_length=1, max_length=50)
     expires_in_seconds: int | None = Field(default=None, ge=60, le=366 * 86_400)
+    agent: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$",
+        description="Bind the key to this agent: it acts only in that agent's runs.",
+    )
 
 
 class ApiKeyRotate(BaseModel):
@@ -49,6 +59,7 @@ class ApiKeyOut(BaseModel):
     revoked_at: datetime | None
     last_used_at: datetime | None
     rotated_from: UUID | None
+    agent: str | None
 
     @classmethod
     def of(cls, info: keystore.ApiKeyInfo) -> ApiKeyOut:
@@ -62,6 +73,7 @@ class ApiKeyOut(BaseModel):
             revoked_at=info.revoked_at,
             last_used_at=info.last_used_at,
             rotated_from=info.rotated_from,
+            agent=info.agent,
         )
 
 
@@ -97,6 +109,7 @@ def create_key(
             capabilities=body.capabilities,
             lifetime=lifetime,
             now=rt.clock.now(),
+            agent=body.agent,
         )
     response.headers.update(_NO_STORE)
     return _issued(issued)

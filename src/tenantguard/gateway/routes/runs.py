@@ -127,14 +127,14 @@ def list_runs(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RunPage:
     with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
-        found, next_cursor = runs.list_runs(tx, ctx.tenant_id, limit=limit, cursor=cursor)
+        found, next_cursor = runs.list_runs(tx, ctx, limit=limit, cursor=cursor)
     return RunPage(items=[RunOut.of(r) for r in found], next_cursor=next_cursor)
 
 
 @router.get("/{id}")
 def get_run(id: UUID, ctx: Read, request: Request) -> RunOut:
     with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
-        return RunOut.of(runs.get_run(tx, ctx.tenant_id, id))
+        return RunOut.of(runs.get_run(tx, ctx, id))
 
 
 @router.post("/{id}/events", status_code=201)
@@ -154,5 +154,5 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
 ) -> list[RunEventOut]:
     with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
-        found = runs.list_events(tx, ctx.tenant_id, id, after_seq=after_seq, limit=limit)
+        found = runs.list_events(tx, ctx, id, after_seq=after_seq, limit=limit)
     return [RunEventOut.of(e) for e in found]

@@ -228,7 +228,7 @@ def call_tool(
     rt = runtime(request)
     now = rt.clock.now()
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
-        run = runs.get_run(tx, ctx.tenant_id, run_id, lock=True)
+        run = runs.get_run(tx, ctx, run_id, lock=True)
         # Frozen means never wider; the tenant's policy as it is now narrows it further.
         current, _ = store.tool_policy(tx, ctx.tenant_id)
         frozen = RunCapabilities.from_json(run.capabilities or {}).narrowed(
@@ -359,7 +359,7 @@ def list_approvals(
     status: Annotated[Literal["pending", "approved", "denied", "spent"] | None, Query()] = None,
 ) -> list[ApprovalOut]:
     with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
-        return [ApprovalOut.of(a) for a in store.list_approvals(tx, ctx.tenant_id, status=status)]
+        return [ApprovalOut.of(a) for a in store.list_approvals(tx, ctx, status=status)]
 
 
 def _decide(
