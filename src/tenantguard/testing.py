@@ -1,15 +1,17 @@
-"""Helpers for tests, tenantguard's own and its users': a controllable clock, and a way to
-stand up a provisioned, migrated database on the embedded server or an external one.
+"""Helpers for tests, tenantguard's own and its users': a controllable clock, a way to
+stand up a provisioned, migrated database on the embedded server or an external one, and an
+in-memory quota store.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
@@ -17,6 +19,7 @@ from pydantic import SecretStr
 from tenantguard.db import migrate
 from tenantguard.db.embedded import embedded
 from tenantguard.db.roles import APP_ROLE, OWNER_ROLE, drop_database, provision
+from tenantguard.quotas.core import Check, Verdict, decide
 
 
 class FakeClock:
@@ -82,3 +85,35 @@ def external_test_database(admin_url: SecretStr) -> Iterator[TestDatabase]:
         )
     finally:
         drop_database(admin_url, name)
+
+
+class MemoryQuotaStore:
+    """The quota store port in memory, for users' tests: `quotas.core.decide` under a lock,
+    with the same all-or-nothing answer as the PostgreSQL and Redis stores."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.state: dict[tuple[UUID, str], int] = {}
+
+    def consume(
+        self,
+        tenant_id: UUID,
+        checks: Sequence[Check],
+        *,
+        cost: int,
+        now: int,
+        force: bool = False,
+    ) -> Verdict:
+        with self._lock:
+            mine = {
+                c.key: self.state[(tenant_id, c.key)]
+                for c in checks
+                if (tenant_id, c.key) in self.state
+            }
+            verdict, new = decide(checks, mine, cost=cost, now=now, force=force)
+            self.state.update({(tenant_id, k): v for k, v in new.items()})
+        return verdict
+
+    def usage(self, tenant_id: UUID, keys: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            return {k: self.state[(tenant_id, k)] for k in keys if (tenant_id, k) in self.state}
