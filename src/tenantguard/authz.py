@@ -41,6 +41,8 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "pii:redact": "redact personal data by the tenant's policy",
         "pii:reidentify": "restore the originals of reversible PII tokens (audited)",
         "pii_policy:manage": "set what happens to personal data, per class and channel",
+        "quotas:manage": "set the tenant's rate limits, quotas and run budgets",
+        "quotas:read": "read the tenant's limits (its own and the platform's) and their use",
         "runs:read": "read runs and their events",
         "runs:write": "start runs and append their events",
         "secrets:read": "list vault secrets and their versions (never values)",
@@ -82,6 +84,7 @@ SENSITIVE_ACTIONS = frozenset(
         "pii_policy:manage",  # what leaves on which channel
         "tool_policy:manage",  # what the tenant's runs may do
         "egress_policy:manage",  # where the tenant's outbound calls may go
+        "quotas:manage",  # raising a budget is what a runaway agent would want
         "approvals:decide",  # letting a destructive or sensitive call happen
         "platform:tenant_data:read",  # an operator reading a customer's data
         "platform:tenant_data:delete",

@@ -20,15 +20,20 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     ├── MethodNotAllowed            405
     ├── Conflict                    409  state conflict (version mismatch, duplicate key, ...)
     │   ├── ModelProviderMissing        the tenant has no provider for the model (no shared pool)
+    │   ├── RunStopped                  the run is stopped, its budget exhausted (data.runs)
     │   └── AuditVerificationFailed     audit evidence (a proof, a checkpoint) does not verify
     ├── RequestInvalid              422  the request does not match the schema
     │   ├── UnknownPiiClass, PolicyInvalid      (pii.detectors, pii.policy)
-    │   └── GrantInvalid                        (tools.capabilities)
-    ├── RateLimited                 429
+    │   ├── GrantInvalid                        (tools.capabilities)
+    │   └── QuotaPolicyInvalid                  (quotas.core)
+    ├── RateLimited                 429  a rate limit refused (Retry-After says when to retry)
+    │   ├── QuotaExceeded               a day's or month's quota is used up
+    │   └── BudgetExhausted             a run's budget is used up: the run is stopped
     ├── InternalError               500  anything unexpected; details only in the logs
     ├── DecryptionFailed            500  any failure to open a ciphertext: one opaque error
     ├── ServiceUnavailable          503  a dependency cannot be reached: fail closed
     │   ├── DatabaseUnavailable
+    │   ├── QuotaStoreUnavailable   quotas cannot be counted, so nothing passes (quotas.stores)
     │   ├── AuditUnavailable        the audit write failed, so the action failed
     │   └── KeyProviderUnavailable  the KEK (key file, HSM) cannot be used: nothing is written
     └── ConfigurationError          500  refuses to start: bad settings, doctor findings
@@ -57,6 +62,11 @@ class TenantGuardError(Exception):
         # `detail` is shown to the caller: pass only text written for that purpose.
         self.detail = detail if detail is not None else self.default_detail
         super().__init__(self.detail)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the problem document carries (`Retry-After` of a rate limit)."""
+        return {}
 
     @classmethod
     def type_uri(cls) -> str:
@@ -155,10 +165,33 @@ class RequestInvalid(TenantGuardError):
 
 
 class RateLimited(TenantGuardError):
+    """A limit refused: `retry_after` is how many seconds until it would pass (None: not by
+    waiting), sent as `Retry-After`."""
+
     code = "rate_limited"
     title = "Too many requests"
     status = 429
     default_detail = "Too many requests; retry later."
+
+    def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+class QuotaExceeded(RateLimited):
+    code = "quota_exceeded"
+    title = "Quota exceeded"
+    default_detail = "A quota of this period is used up; it renews when the period ends."
+
+
+class BudgetExhausted(RateLimited):
+    code = "budget_exhausted"
+    title = "Budget exhausted"
+    default_detail = "The run's budget is used up: the run is stopped."
 
 
 class InternalError(TenantGuardError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +132,18 @@ class Settings(BaseSettings):
     # UNSAFE, for local test servers only: tools' outbound calls may reach loopback (the
     # egress guard grants 127.0.0.0/8 and ::1 on every port). Off in any real deployment.
     unsafe_loopback_egress: bool = False
+    # Quotas: where the counters live (postgres: the database, the default; redis: shared by
+    # many gateway replicas, at redis_url), and the platform's own limits, which hold for
+    # every tenant on top of each tenant's own (a JSON policy, as PUT /api/admin/quotas takes).
+    quota_store: Literal["postgres", "redis"] = "postgres"
+    redis_url: SecretStr | None = None
+    platform_limits: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "limits": [
+                {"metric": "requests", "scope": "credential", "per": "minute", "limit": 1200}
+            ]
+        }
+    )
 
     def database(self) -> DatabaseConfig:
         return DatabaseConfig(

@@ -103,7 +103,9 @@ class MemoryQuotaStore:
         cost: int,
         now: int,
         force: bool = False,
+        conn: object = None,
     ) -> Verdict:
+        del conn  # nothing of this store is in a database
         with self._lock:
             mine = {
                 c.key: self.state[(tenant_id, c.key)]

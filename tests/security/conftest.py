@@ -128,6 +128,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "tool_policy": client.get("/api/admin/tool-policy", headers=h).json(),
         "approvals": client.get("/api/approvals", headers=h).json(),
         "egress": client.get("/api/admin/egress-policy", headers=h).json(),
+        "quotas": client.get("/api/admin/quotas", headers=h).json()["limits"],
         "sessions": [
             {k: v for k, v in s.items() if k != "last_seen_at"}
             for s in client.get("/api/admin/sessions", headers=h).json()
@@ -149,7 +150,9 @@ def world(
     grants: dict[str, Any] = {"tools": {"memory_read": {}, "memory_delete": {}}}
     policy = client.put("/api/admin/tool-policy", json=grants, headers=h)
     agent = client.put("/api/agents/a-agent", json=grants, headers=h)
-    assert policy.status_code == agent.status_code == 200, agent.text
+    limits = {"limits": [{"metric": "tool_calls", "scope": "run", "per": "run", "limit": 1000}]}
+    quotas = client.put("/api/admin/quotas", json=limits, headers=h)
+    assert policy.status_code == agent.status_code == quotas.status_code == 200, agent.text
     run = client.post("/api/runs", json={"agent": "a-agent", "input": {"m": marker}}, headers=h)
     pending = client.post(
         f"/api/runs/{run.json()['id']}/tool-calls",

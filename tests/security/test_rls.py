@@ -13,7 +13,7 @@ from psycopg import errors as pg_errors
 
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto.keyring import Keyring
-from tenantguard.data import egress, memory, model_providers, runs, secrets, tools
+from tenantguard.data import egress, memory, model_providers, quotas, runs, secrets, tools
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
@@ -22,6 +22,8 @@ from tenantguard.identity import totp, users
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
 from tenantguard.identity.sessions import Issued, Sessions
 from tenantguard.mail import OutboxMailer
+from tenantguard.quotas.core import Subject, checks_for
+from tenantguard.quotas.stores import PostgresQuotaStore
 from tenantguard.testing import FakeClock, TestDatabase
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -62,6 +64,8 @@ CORE_TABLES = {
     "approvals",
     "egress_policies",
     "egress_grants",
+    "quota_policies",
+    "quota_state",
 }
 
 
@@ -128,6 +132,19 @@ def populated(
             reason="tests",
             granted_by="tests",
             now=clock.now(),
+        )
+        quotas.put_policy(
+            tx,
+            ctx,
+            {"limits": [{"metric": "requests", "scope": "tenant", "per": "day", "limit": 9}]},
+            now=clock.now(),
+        )
+        PostgresQuotaStore(db).consume(
+            tenant.tenant_id,
+            checks_for(quotas.get_policy(tx, tenant.tenant_id)[0], "requests", Subject("k"), 0),
+            cost=1,
+            now=0,
+            conn=tx,
         )
         tools.request_approval(
             tx,

@@ -22,9 +22,17 @@ from tenantguard.audit.store import record_action
 from tenantguard.context import TenantContext
 from tenantguard.data.pagination import MAX_PAGE, decode_cursor, encode_cursor
 from tenantguard.db.pool import Connection
-from tenantguard.errors import CapabilityDenied, NotFound
+from tenantguard.errors import CapabilityDenied, Conflict, NotFound
 
-_RUN_COLUMNS = "id, agent, status, input, created_at, updated_at, capabilities"
+_RUN_COLUMNS = "id, agent, status, input, created_at, updated_at, capabilities, stopped_reason"
+
+
+class RunStopped(Conflict):
+    code = "run_stopped"
+    title = "Run stopped"
+    default_detail = "The run is stopped (its budget is exhausted): it can do nothing more."
+
+
 _EVENT_COLUMNS = "id, run_id, seq, type, data, created_at"
 
 
@@ -37,6 +45,7 @@ class Run:
     created_at: datetime
     updated_at: datetime
     capabilities: dict[str, Any] | None = None  # frozen at creation (tools.capabilities)
+    stopped_reason: str | None = None  # why a stopped run stopped ("budget_exhausted:...")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,27 @@ def get_run(conn: Connection, ctx: TenantContext, run_id: UUID, *, lock: bool = 
     )
 
 
+def stop_run(
+    conn: Connection, ctx: TenantContext, run_id: UUID, *, reason: str, now: datetime
+) -> None:
+    """Stop a run for good (once: a stopped run stays as it stopped), audited."""
+    row = conn.execute(
+        "UPDATE tenantguard.runs SET status = 'stopped', stopped_reason = %s, updated_at = %s"
+        " WHERE tenant_id = %s AND id = %s AND status <> 'stopped' RETURNING id",
+        (reason[:200], now, ctx.tenant_id, run_id),
+    ).fetchone()
+    if row is not None:
+        record_action(
+            conn,
+            ctx,
+            action="run.stop",
+            target_type="run",
+            target_id=str(run_id),
+            now=now,
+            reason=reason[:200],
+        )
+
+
 def list_runs(
     conn: Connection, ctx: TenantContext, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[Run], str | None]:
@@ -140,7 +170,8 @@ def append_event(
     data: dict[str, Any],
     now: datetime,
 ) -> RunEvent:
-    get_run(conn, ctx, run_id, lock=True)
+    if get_run(conn, ctx, run_id, lock=True).status == "stopped":
+        raise RunStopped()
     row = conn.execute(
         "INSERT INTO tenantguard.run_events (tenant_id, run_id, seq, id, type, data, created_at)"
         " SELECT %s, %s, coalesce(max(seq), 0) + 1, %s, %s, %s, %s FROM tenantguard.run_events"

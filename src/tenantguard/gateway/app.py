@@ -24,7 +24,7 @@ from tenantguard.data.tenants import tenant_ids
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
 from tenantguard.egress.check import EgressPolicy, loopback_grants
-from tenantguard.errors import DoctorFailed
+from tenantguard.errors import ConfigurationError, DoctorFailed
 from tenantguard.gateway import problems
 from tenantguard.gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from tenantguard.gateway.routes import (
@@ -38,6 +38,7 @@ from tenantguard.gateway.routes import (
     operator,
     operator_access,
     pii,
+    quotas,
     runs,
     saml,
     secrets,
@@ -51,6 +52,9 @@ from tenantguard.identity.sessions import Sessions
 from tenantguard.mail import Mailer
 from tenantguard.pii.detectors import DetectorRegistry, default_detectors
 from tenantguard.pii.sentinel import Sentinel
+from tenantguard.quotas.core import QuotaPolicyInvalid, parse_limits
+from tenantguard.quotas.meter import Meter
+from tenantguard.quotas.stores import open_store
 from tenantguard.settings import Settings
 from tenantguard.tools.builtin import builtin_registry
 from tenantguard.tools.registry import check_for_mode
@@ -109,6 +113,13 @@ def create_app(
             with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:  # first start: first key
                 signing.ensure(tx, _STARTUP, ring, now=the_clock.now())
             sessions = Sessions(db, ring, settings.tokens(), clock=the_clock)
+            try:
+                platform_limits = parse_limits(settings.platform_limits)
+            except QuotaPolicyInvalid as bad:
+                raise ConfigurationError(f"platform_limits: {bad.detail}") from bad
+            quota_store, close_store = open_store(settings.quota_store, settings.redis_url, db)
+            stack.callback(close_store)
+            meter = Meter(quota_store, platform_limits, db=db, clock=the_clock)
             loopback = settings.unsafe_loopback_sso
             oidc_client = OidcClient(db, sessions, clock=the_clock, allow_loopback=loopback)
             stack.callback(oidc_client.close)
@@ -162,6 +173,7 @@ def create_app(
                 checkpointer=checkpointer,
                 operator_access=OperatorAccess(db, clock=the_clock),
                 sentinel=sentinel,
+                meter=meter,
                 tools=tool_registry,
                 executors=executors,
                 egress=EgressPolicy(
@@ -197,6 +209,7 @@ def create_app(
         operator_access.router,
         pii.router,
         tools.router,
+        quotas.router,
         audit.router,
     )
     for router in routers:

@@ -5,7 +5,9 @@ reads `Authorization: Bearer <api key or access token>`, resolves it (an access 
 verified and checked against its session on every request; one opaque 401 for every failure,
 the reason kept for the audit), builds the `TenantContext`, and refuses with `capability_denied`
 unless the key holds the action's capability. Failures and denials are audited before the
-error is answered; if that audit write fails, the request fails with 503.
+error is answered; if that audit write fails, the request fails with 503. A request that
+passes is then counted (`requests`, per the platform's limits and the tenant's): over a
+limit, it is a 429 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from starlette.requests import Request
 from tenantguard.audit.store import AuditRecord, append, record_action
 from tenantguard.authz import ACTIONS, SENSITIVE_ACTIONS, in_realm
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
-from tenantguard.errors import CapabilityDenied, InvalidCredentials, StepUpRequired
+from tenantguard.errors import CapabilityDenied, InvalidCredentials, RateLimited, StepUpRequired
 from tenantguard.gateway.runtime import Runtime, request_id, runtime
 from tenantguard.identity import keystore
 from tenantguard.identity.tokens import looks_like_jwt
+from tenantguard.quotas.core import Subject
 
 _log = structlog.get_logger("tenantguard.auth")
 _ANONYMOUS = Principal(type="anonymous", id="")
@@ -111,7 +114,29 @@ class Authorize:
             raise CapabilityDenied(self.action)
         if stale:
             raise StepUpRequired()
+        # Rate limit and quota, after the gate: only a request that would be served counts.
+        try:
+            rt.meter.charge(ctx.tenant_id, "requests", subject_of(ctx))
+        except RateLimited as limited:  # logged, not audited: a flood must not flood the audit
+            _log.warning(
+                "request.limited",
+                tenant_id=str(ctx.tenant_id),
+                code=limited.code,
+                action=self.action,
+                request_id=rid,
+            )
+            raise
         return ctx
+
+
+def subject_of(ctx: TenantContext, *, agent: str | None = None, run: str | None = None) -> Subject:
+    """Whom a consumption counts against: the credential (a key, a person), the agent (the
+    run's, else the one the credential is bound to) and the run."""
+    return Subject(
+        credential=f"{ctx.principal.type}:{ctx.principal.id}",
+        agent=agent if agent is not None else ctx.agent,
+        run=run,
+    )
 
 
 @contextlib.contextmanager

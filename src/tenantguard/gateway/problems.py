@@ -113,7 +113,9 @@ def install(app: FastAPI) -> None:
             _log.error(
                 "request.failed", code=exc.code, request_id=request_id(request), exc_info=exc
             )
-        return render(Problem.of(exc), rid=request_id(request), instance=request.url.path)
+        return render(
+            Problem.of(exc), rid=request_id(request), instance=request.url.path, headers=exc.headers
+        )
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)  # noqa: S101

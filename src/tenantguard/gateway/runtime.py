@@ -19,6 +19,7 @@ from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
 from tenantguard.pii.sentinel import Sentinel
+from tenantguard.quotas.meter import Meter
 from tenantguard.settings import GatewayConfig
 from tenantguard.tools.builtin import Builtin
 from tenantguard.tools.registry import ToolRegistry
@@ -38,6 +39,7 @@ class Runtime:
     checkpointer: Checkpointer
     operator_access: OperatorAccess
     sentinel: Sentinel
+    meter: Meter  # quotas, rate limits and budgets: the one way anything is counted
     tools: ToolRegistry
     executors: dict[str, Builtin]
     egress: EgressPolicy  # the tenants' outbound calls (tools): the platform's default today

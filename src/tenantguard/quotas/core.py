@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from tenantguard.errors import RequestInvalid
@@ -149,19 +149,30 @@ class Check:
     expires: int | None = None
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(at: datetime) -> int:
+    """`at` in whole microseconds since the epoch, exactly (no float in between)."""
+    return (at - EPOCH) // _MICROSECOND
+
+
 def _window(per: Period, now: int) -> tuple[str, int]:
     """The calendar window (UTC) holding `now`: its label and its end, in microseconds."""
-    at = datetime.fromtimestamp(now / 1_000_000, tz=UTC)
+    at = EPOCH + timedelta(microseconds=now)
     if per == "day":
         start = at.replace(hour=0, minute=0, second=0, microsecond=0)
         label = start.strftime("%Y-%m-%d")
-        end = start.timestamp() + 86_400
+        end = start + timedelta(days=1)
     else:
         start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         label = start.strftime("%Y-%m")
-        nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else None
-        end = (nxt or start.replace(month=start.month + 1)).timestamp()
-    return label, int(end) * 1_000_000
+        if start.month == 12:
+            end = start.replace(year=start.year + 1, month=1)
+        else:
+            end = start.replace(month=start.month + 1)
+    return label, micros(end)
 
 
 def checks_for(
@@ -255,3 +266,14 @@ def decide(
         if over and not force:
             return Verdict(False, check, None if wait is None else max(wait, 1)), {}
     return Verdict(True, exhausted=tuple(exhausted)), new
+
+
+def used(check: Check, state: int | None, now: int) -> int:
+    """How much of `check`'s limit is in use at `now`: a window's count, or for a rate the
+    units not yet refilled (a fresh state: 0)."""
+    if state is None:
+        return 0
+    if not check.limit.is_rate:
+        return state
+    ahead = max(0, state - now)
+    return min(check.limit.limit, -(-ahead // check.interval))

@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
-from tenantguard.errors import ServiceUnavailable
+from pydantic import SecretStr
+
+from tenantguard.errors import ConfigurationError, ServiceUnavailable
 from tenantguard.quotas.core import MAX_COST, Check, Verdict, decide
 
 if TYPE_CHECKING:
-    from tenantguard.db.pool import Database
+    from tenantguard.db.pool import Connection, Database
 
 
 class QuotaStoreUnavailable(ServiceUnavailable):
@@ -42,7 +44,12 @@ class QuotaStore(Protocol):
         cost: int,
         now: int,
         force: bool = False,
-    ) -> Verdict: ...
+        conn: Connection | None = None,
+    ) -> Verdict:
+        """`conn`: the caller's open transaction of `tenant_id`, for a store that lives in the
+        database (the count then commits or rolls back with the caller's work, and a request
+        never waits for a second pooled connection while holding one). Others ignore it."""
+        ...
 
     def usage(self, tenant_id: UUID, keys: Sequence[str]) -> dict[str, int]: ...
 
@@ -65,31 +72,46 @@ class PostgresQuotaStore:
         cost: int,
         now: int,
         force: bool = False,
+        conn: Connection | None = None,
     ) -> Verdict:
         if not checks:
             return Verdict(True)
+        if conn is not None:
+            return self._consume(conn, tenant_id, checks, cost=cost, now=now, force=force)
+        with self._db.tenant_transaction(tenant_id) as tx:
+            return self._consume(tx, tenant_id, checks, cost=cost, now=now, force=force)
+
+    @staticmethod
+    def _consume(
+        tx: Connection,
+        tenant_id: UUID,
+        checks: Sequence[Check],
+        *,
+        cost: int,
+        now: int,
+        force: bool,
+    ) -> Verdict:
         keys = [c.key for c in checks]  # sorted by checks_for: the lock order
         expires = [None if c.expires is None else _micros(c.expires) for c in checks]
-        with self._db.tenant_transaction(tenant_id) as tx:
+        tx.execute(
+            "INSERT INTO tenantguard.quota_state (tenant_id, key, value, expires_at)"
+            " SELECT %s, u.k, 0, u.e FROM unnest(%s::text[], %s::timestamptz[])"
+            " WITH ORDINALITY AS u(k, e, n) ORDER BY u.n ON CONFLICT DO NOTHING",
+            (tenant_id, keys, expires),
+        )
+        rows = tx.execute(
+            "SELECT key, value FROM tenantguard.quota_state"
+            " WHERE tenant_id = %s AND key = ANY(%s) ORDER BY key FOR UPDATE",
+            (tenant_id, keys),
+        ).fetchall()
+        verdict, new = decide(checks, dict(rows), cost=cost, now=now, force=force)
+        if new:
             tx.execute(
-                "INSERT INTO tenantguard.quota_state (tenant_id, key, value, expires_at)"
-                " SELECT %s, u.k, 0, u.e FROM unnest(%s::text[], %s::timestamptz[])"
-                " WITH ORDINALITY AS u(k, e, n) ORDER BY u.n ON CONFLICT DO NOTHING",
-                (tenant_id, keys, expires),
+                "UPDATE tenantguard.quota_state AS q SET value = u.v"
+                " FROM unnest(%s::text[], %s::bigint[]) AS u(k, v)"
+                " WHERE q.tenant_id = %s AND q.key = u.k",
+                (list(new), list(new.values()), tenant_id),
             )
-            rows = tx.execute(
-                "SELECT key, value FROM tenantguard.quota_state"
-                " WHERE tenant_id = %s AND key = ANY(%s) ORDER BY key FOR UPDATE",
-                (tenant_id, keys),
-            ).fetchall()
-            verdict, new = decide(checks, dict(rows), cost=cost, now=now, force=force)
-            if new:
-                tx.execute(
-                    "UPDATE tenantguard.quota_state AS q SET value = u.v"
-                    " FROM unnest(%s::text[], %s::bigint[]) AS u(k, v)"
-                    " WHERE q.tenant_id = %s AND q.key = u.k",
-                    (list(new), list(new.values()), tenant_id),
-                )
         return verdict
 
     def usage(self, tenant_id: UUID, keys: Sequence[str]) -> dict[str, int]:
@@ -189,7 +211,9 @@ class RedisQuotaStore:
         cost: int,
         now: int,
         force: bool = False,
+        conn: Connection | None = None,
     ) -> Verdict:
+        del conn  # counters live in Redis, apart from the caller's transaction
         if not checks:
             return Verdict(True)
         if not 0 <= cost <= MAX_COST:
@@ -211,3 +235,23 @@ class RedisQuotaStore:
         with self._reachable():
             values = self._client.mget([self.key(tenant_id, k) for k in keys])
         return {k: int(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+
+def open_store(kind: str, redis_url: SecretStr | None, db: Database) -> tuple[QuotaStore, Any]:
+    """The configured store and what closes it. A Redis store must answer now: a gateway
+    that cannot count does not start."""
+    if kind == "postgres":
+        return PostgresQuotaStore(db), lambda: None
+    if kind != "redis" or redis_url is None:
+        raise ConfigurationError("quota_store=redis needs redis_url.")
+    import redis  # noqa: PLC0415 (only with this store)
+
+    client = redis.Redis.from_url(
+        redis_url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2
+    )
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        client.close()
+        raise QuotaStoreUnavailable("The Redis quota store does not answer.") from exc
+    return RedisQuotaStore(client), client.close

@@ -29,3 +29,10 @@ CREATE POLICY tenant_isolation ON tenantguard.quota_state FOR ALL TO PUBLIC
     WITH CHECK (tenant_id = tenantguard.current_tenant());
 GRANT SELECT, INSERT, UPDATE ON tenantguard.quota_policies TO tenantguard_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenantguard.quota_state TO tenantguard_app;
+
+-- A run whose budget is exhausted is stopped, for good: it may call nothing more.
+ALTER TABLE tenantguard.runs DROP CONSTRAINT runs_status_check;
+ALTER TABLE tenantguard.runs ADD CONSTRAINT runs_status_check
+    CHECK (status IN ('created', 'running', 'succeeded', 'failed', 'cancelled', 'stopped'));
+ALTER TABLE tenantguard.runs ADD COLUMN stopped_reason text
+    CHECK (stopped_reason IS NULL OR length(stopped_reason) <= 200);

@@ -60,6 +60,7 @@ class RunOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     tools: list[str]  # the tools this run may call, frozen when it started
+    stopped_reason: str | None = None  # set when the run is stopped (a budget exhausted)
 
     @classmethod
     def of(cls, run: runs.Run) -> RunOut:
@@ -71,6 +72,7 @@ class RunOut(BaseModel):
             created_at=run.created_at,
             updated_at=run.updated_at,
             tools=sorted(run.capabilities or {}),
+            stopped_reason=run.stopped_reason,
         )
 
 

@@ -10,7 +10,7 @@ arguments) in its own committed transaction, a denial included: the caller gets 
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -25,8 +25,8 @@ from tenantguard.data import runs
 from tenantguard.data import tools as store
 from tenantguard.db.pool import Connection
 from tenantguard.egress.check import EgressDenied
-from tenantguard.errors import CapabilityDenied, TenantGuardError
-from tenantguard.gateway.auth import Authorize
+from tenantguard.errors import BudgetExhausted, CapabilityDenied, RateLimited, TenantGuardError
+from tenantguard.gateway.auth import Authorize, subject_of
 from tenantguard.gateway.runtime import Runtime, runtime
 from tenantguard.tools.builtin import ToolContext
 from tenantguard.tools.capabilities import RunCapabilities, parse_grants
@@ -227,6 +227,7 @@ def call_tool(
 ) -> ToolCallOut:
     rt = runtime(request)
     now = rt.clock.now()
+    refused: TenantGuardError | None = None
     with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         run = runs.get_run(tx, ctx, run_id, lock=True)
         # Frozen means never wider; the tenant's policy as it is now narrows it further.
@@ -242,6 +243,14 @@ def call_tool(
             arguments=body.arguments,
             approved=store.approved_calls(tx, ctx.tenant_id, run_id),
         )
+        if run.status == "stopped":
+            decision = replace(decision, outcome="deny", rule="run_stopped", paths=())
+            refused = runs.RunStopped()
+        elif decision.outcome == "allow":
+            # Counted before an approval is spent: a refused call keeps its approval.
+            refused = _charge(rt, tx, ctx, run, now=now)
+            if refused is not None:
+                decision = replace(decision, outcome="deny", rule=refused.code, paths=())
         if decision.rule == "approved" and not store.spend(
             tx, ctx.tenant_id, run_id, decision.call_hash, now=now
         ):
@@ -270,6 +279,8 @@ def call_tool(
                 arguments=body.arguments,
                 now=now,
             )
+    if refused is not None:  # audited (and a run out of budget stopped), committed
+        raise refused
     # The decision (and a spent approval) is committed before the tool runs: a tool that
     # fails cannot take its audit event with it.
     if approval is not None:
@@ -289,9 +300,9 @@ def call_tool(
                 output = builtin.execute(ToolContext(ctx, now, tx, egress), body.arguments)
         else:  # no database connection is held while a remote server answers
             output = builtin.execute(ToolContext(ctx, now, None, egress), body.arguments)
-    except EgressDenied as refused:
+    except EgressDenied as blocked:
         _record_failure(
-            rt, ctx, run_id, body.tool, call_hash=decision.call_hash, now=now, why=refused.rule
+            rt, ctx, run_id, body.tool, call_hash=decision.call_hash, now=now, why=blocked.rule
         )
         raise
     except TenantGuardError as failed:
@@ -302,6 +313,25 @@ def call_tool(
     return ToolCallOut(
         outcome="allowed", rule=decision.rule, call_hash=decision.call_hash, output=output
     )
+
+
+def _charge(
+    rt: Runtime, tx: Connection, ctx: TenantContext, run: runs.Run, *, now: datetime
+) -> RateLimited | None:
+    """Count one tool call against the tenant's, the agent's, the credential's and the run's
+    limits, in the call's own transaction. A run whose budget this call used up, or whose
+    budget refused it, is stopped."""
+    subject = subject_of(ctx, agent=run.agent, run=str(run.id))
+    try:
+        verdict = rt.meter.charge(ctx.tenant_id, "tool_calls", subject, conn=tx)
+    except BudgetExhausted as exhausted:
+        runs.stop_run(tx, ctx, run.id, reason="budget_exhausted:tool_calls", now=now)
+        return exhausted
+    except RateLimited as limited:
+        return limited
+    if any(check.limit.scope == "run" for check in verdict.exhausted):
+        runs.stop_run(tx, ctx, run.id, reason="budget_exhausted:tool_calls", now=now)
+    return None
 
 
 def _audit(
