@@ -168,4 +168,9 @@ def test_the_tenant_narrows_every_run_at_once_and_nothing_widens_a_frozen_one(
     client.put("/api/admin/tool-policy", json=wider, headers=h)
     assert _call(client, h, later["id"], "memory_delete", id=entry).status_code == 403  # frozen
     listed = client.get("/api/tools", headers=h).json()
-    assert {t["name"] for t in listed} == {"memory_read", "memory_delete", "web_fetch"}  # no shell
+    assert {t["name"] for t in listed} == {
+        "memory_read",
+        "memory_delete",
+        "web_fetch",
+        "send_message",
+    }  # no shell

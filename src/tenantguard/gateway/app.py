@@ -64,6 +64,18 @@ _STARTUP = TenantContext(PLATFORM_TENANT_ID, Principal("system", "gateway"), fro
 _log = structlog.get_logger("tenantguard.gateway")
 
 
+def _meter(settings: Settings, db: Database, clock: Clock, stack: contextlib.ExitStack) -> Meter:
+    """The quota meter the settings describe; bad platform limits or a store that does not
+    answer stop the start."""
+    try:
+        platform_limits = parse_limits(settings.platform_limits)
+    except QuotaPolicyInvalid as bad:
+        raise ConfigurationError(f"platform_limits: {bad.detail}") from bad
+    store, close = open_store(settings.quota_store, settings.redis_url, db)
+    stack.callback(close)
+    return Meter(store, platform_limits, db=db, clock=clock)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -113,13 +125,8 @@ def create_app(
             with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:  # first start: first key
                 signing.ensure(tx, _STARTUP, ring, now=the_clock.now())
             sessions = Sessions(db, ring, settings.tokens(), clock=the_clock)
-            try:
-                platform_limits = parse_limits(settings.platform_limits)
-            except QuotaPolicyInvalid as bad:
-                raise ConfigurationError(f"platform_limits: {bad.detail}") from bad
-            quota_store, close_store = open_store(settings.quota_store, settings.redis_url, db)
-            stack.callback(close_store)
-            meter = Meter(quota_store, platform_limits, db=db, clock=the_clock)
+            the_mailer = mailer or settings.mailer()
+            meter = _meter(settings, db, the_clock, stack)
             loopback = settings.unsafe_loopback_sso
             oidc_client = OidcClient(db, sessions, clock=the_clock, allow_loopback=loopback)
             stack.callback(oidc_client.close)
@@ -157,7 +164,7 @@ def create_app(
                 magic_links=MagicLinks(
                     db,
                     sessions,
-                    mailer or settings.mailer(),
+                    the_mailer,
                     LinkConfig(sender=settings.mail_from, public_url=settings.public_url),
                     clock=the_clock,
                 ),
@@ -174,6 +181,8 @@ def create_app(
                 operator_access=OperatorAccess(db, clock=the_clock),
                 sentinel=sentinel,
                 meter=meter,
+                mailer=the_mailer,
+                mail_from=settings.mail_from,
                 tools=tool_registry,
                 executors=executors,
                 egress=EgressPolicy(

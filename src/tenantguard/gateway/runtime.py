@@ -18,6 +18,7 @@ from tenantguard.identity.magiclinks import MagicLinks
 from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
+from tenantguard.mail import Mailer
 from tenantguard.pii.sentinel import Sentinel
 from tenantguard.quotas.meter import Meter
 from tenantguard.settings import GatewayConfig
@@ -43,6 +44,8 @@ class Runtime:
     tools: ToolRegistry
     executors: dict[str, Builtin]
     egress: EgressPolicy  # the tenants' outbound calls (tools): the platform's default today
+    mailer: Mailer  # sign-in links and the messaging tool's mail
+    mail_from: str
     evidence_test_results: Path | None = None
 
 

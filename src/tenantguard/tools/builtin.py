@@ -5,7 +5,10 @@
 - `web_fetch` (network; its `url` is constrained to the run's granted domains) runs after
   that transaction, through the egress guard, and follows no redirect: a redirect comes back
   as data (`redirect_to`), and fetching it is a new call that passes the gate again. Its text
-  is screened for prompt-injection patterns (`tools.injection`), reported with a score.
+  is screened for prompt-injection patterns (`tools.injection`), reported with a score;
+- `send_message` (messaging; every address in `to` must be a granted recipient) also runs
+  after that transaction: one mail per recipient (no address sees another), through the
+  gateway's mailer, each recipient counted as a message against the `messages` quotas.
 
 Tool output is data for the model, never instructions to the gate: it is returned under
 `output` with `untrusted: true`, and nothing in it is read back by the gate.
@@ -26,6 +29,7 @@ from tenantguard.data import memory
 from tenantguard.db.pool import Connection
 from tenantguard.egress.check import EgressPolicy
 from tenantguard.egress.transport import egress_client
+from tenantguard.mail import Mailer, compose
 from tenantguard.tools import injection
 from tenantguard.tools.registry import ArgumentConstraint, ToolRegistry, ToolSpec, tool
 
@@ -36,6 +40,8 @@ class ToolContext:
     now: datetime
     tx: Connection | None  # the call's transaction, for the tools that run inside it
     egress: EgressPolicy  # what this tenant's outbound calls may reach
+    mailer: Mailer | None = None  # how messages leave (the gateway's: outbox or SMTP)
+    sender: str = "tenantguard@localhost"
 
 
 Executor = Callable[[ToolContext, Mapping[str, Any]], dict[str, Any]]
@@ -93,6 +99,43 @@ WEB_FETCH = tool(
     [ArgumentConstraint("url", "domain")],
 )
 MAX_TEXT = 200_000
+MAX_RECIPIENTS = 10
+SEND_MESSAGE = tool(
+    "send_message",
+    "Send a plain-text mail to granted recipients (at most 10; each gets their own copy).",
+    {"messaging"},
+    {
+        "type": "object",
+        "properties": {
+            "to": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_RECIPIENTS,
+                "uniqueItems": True,
+                "items": {
+                    "type": "string",
+                    "minLength": 3,
+                    "maxLength": 320,
+                    # One address, no display name, nothing a header could be split on. The
+                    # look-ahead holds to the very end (a `$` also matches before a final
+                    # newline).
+                    "pattern": '^(?![\\s\\S]*[\\x00-\\x20\\x7f<>,;:"()\\[\\]])'
+                    "[^@]+@[A-Za-z0-9.-]+$",
+                },
+            },
+            "subject": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "pattern": "^(?![\\s\\S]*[\\x00-\\x1f\\x7f])",  # no control character at all
+            },
+            "body": {"type": "string", "maxLength": 20_000},
+        },
+        "required": ["to", "subject", "body"],
+        "additionalProperties": False,
+    },
+    [ArgumentConstraint("to", "recipient")],
+)
 
 
 def _tx(tool_context: ToolContext) -> Connection:
@@ -137,10 +180,21 @@ def _fetch(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _send(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    if tc.mailer is None:  # pragma: no cover - the gateway always passes its mailer
+        raise RuntimeError("send_message needs the gateway's mailer")
+    for address in args["to"]:
+        tc.mailer.send(
+            compose(sender=tc.sender, to=address, subject=args["subject"], body=args["body"])
+        )
+    return {"sent": len(args["to"])}
+
+
 BUILTIN: dict[str, Builtin] = {
     MEMORY_READ.name: Builtin(MEMORY_READ, _read, in_transaction=True),
     MEMORY_DELETE.name: Builtin(MEMORY_DELETE, _delete, in_transaction=True),
     WEB_FETCH.name: Builtin(WEB_FETCH, _fetch, in_transaction=False),
+    SEND_MESSAGE.name: Builtin(SEND_MESSAGE, _send, in_transaction=False),
 }
 
 

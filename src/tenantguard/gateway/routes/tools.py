@@ -28,6 +28,7 @@ from tenantguard.egress.check import EgressDenied
 from tenantguard.errors import BudgetExhausted, CapabilityDenied, RateLimited, TenantGuardError
 from tenantguard.gateway.auth import Authorize, subject_of
 from tenantguard.gateway.runtime import Runtime, runtime
+from tenantguard.quotas.core import Metric
 from tenantguard.tools.builtin import ToolContext
 from tenantguard.tools.capabilities import RunCapabilities, parse_grants
 from tenantguard.tools.gate import decide
@@ -248,7 +249,10 @@ def call_tool(
             refused = runs.RunStopped()
         elif decision.outcome == "allow":
             # Counted before an approval is spent: a refused call keeps its approval.
-            refused = _charge(rt, tx, ctx, run, now=now)
+            spec = rt.tools.get(body.tool)
+            messaging = spec is not None and "messaging" in spec.capabilities
+            messages = len(body.arguments.get("to", ())) if messaging else 0
+            refused = _charge(rt, tx, ctx, run, now=now, messages=messages)
             if refused is not None:
                 decision = replace(decision, outcome="deny", rule=refused.code, paths=())
         if decision.rule == "approved" and not store.spend(
@@ -299,7 +303,8 @@ def call_tool(
             with rt.db.tenant_transaction(ctx.tenant_id) as tx:
                 output = builtin.execute(ToolContext(ctx, now, tx, egress), body.arguments)
         else:  # no database connection is held while a remote server answers
-            output = builtin.execute(ToolContext(ctx, now, None, egress), body.arguments)
+            outside = ToolContext(ctx, now, None, egress, rt.mailer, rt.mail_from)
+            output = builtin.execute(outside, body.arguments)
     except EgressDenied as blocked:
         _record_failure(
             rt, ctx, run_id, body.tool, call_hash=decision.call_hash, now=now, why=blocked.rule
@@ -316,21 +321,34 @@ def call_tool(
 
 
 def _charge(
-    rt: Runtime, tx: Connection, ctx: TenantContext, run: runs.Run, *, now: datetime
+    rt: Runtime,
+    tx: Connection,
+    ctx: TenantContext,
+    run: runs.Run,
+    *,
+    now: datetime,
+    messages: int = 0,
 ) -> RateLimited | None:
-    """Count one tool call against the tenant's, the agent's, the credential's and the run's
-    limits, in the call's own transaction. A run whose budget this call used up, or whose
-    budget refused it, is stopped."""
+    """Count one tool call (and, for a messaging tool, one message per recipient) against
+    the tenant's, the agent's, the credential's and the run's limits, in the call's own
+    transaction. A run whose budget this call used up, or whose budget refused it, is
+    stopped. Messages are counted first: a call refused by its tool-call limit has then
+    counted its messages too (never the other way round: nothing is sent uncounted)."""
     subject = subject_of(ctx, agent=run.agent, run=str(run.id))
-    try:
-        verdict = rt.meter.charge(ctx.tenant_id, "tool_calls", subject, conn=tx)
-    except BudgetExhausted as exhausted:
-        runs.stop_run(tx, ctx, run.id, reason="budget_exhausted:tool_calls", now=now)
-        return exhausted
-    except RateLimited as limited:
-        return limited
-    if any(check.limit.scope == "run" for check in verdict.exhausted):
-        runs.stop_run(tx, ctx, run.id, reason="budget_exhausted:tool_calls", now=now)
+    metrics: list[tuple[Metric, int]] = [("messages", messages)] if messages else []
+    exhausted: list[str] = []
+    for metric, cost in [*metrics, ("tool_calls", 1)]:
+        try:
+            verdict = rt.meter.charge(ctx.tenant_id, metric, subject, cost=cost, conn=tx)
+        except BudgetExhausted as used_up:
+            runs.stop_run(tx, ctx, run.id, reason=f"budget_exhausted:{metric}", now=now)
+            return used_up
+        except RateLimited as limited:
+            return limited
+        if any(check.limit.scope == "run" for check in verdict.exhausted):
+            exhausted.append(metric)
+    if exhausted:
+        runs.stop_run(tx, ctx, run.id, reason=f"budget_exhausted:{exhausted[0]}", now=now)
     return None
 
 
