@@ -145,6 +145,10 @@ class Settings(BaseSettings):
         }
     )
 
+    # What models cost, for spend budgets: model -> {"input": USD, "output": USD} per million
+    # tokens. A call of a model without a price is refused while a spend limit applies to it.
+    model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+
     def database(self) -> DatabaseConfig:
         return DatabaseConfig(
             pg_dir=self.data_root / "pg",

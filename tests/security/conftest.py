@@ -41,8 +41,12 @@ PUBLIC = {
     ("POST", "/api/operator/auth/magic-link"),  # always 202, as the tenants' route
     ("POST", "/api/operator/auth/magic-link/redeem"),  # the link's token is the credential
 }
+# The HTTP API and the OpenAI-compatible surface: every route there is guarded.
+GUARDED_PREFIXES = ("/api/", "/v1/")
 _GUARDED = [
-    op for op in OPERATIONS if op.path.startswith("/api/") and (op.method, op.path) not in PUBLIC
+    op
+    for op in OPERATIONS
+    if op.path.startswith(GUARDED_PREFIXES) and (op.method, op.path) not in PUBLIC
 ]
 # The tenant realm's routes, and the platform realm's (operators only; tests/security/
 # test_realms.py walks both against each realm's credentials).

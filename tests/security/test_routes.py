@@ -17,6 +17,7 @@ from tenantguard.testing import FakeClock
 from tests.security.conftest import (
     API_OPERATIONS,
     BODY_CREDENTIAL,
+    GUARDED_PREFIXES,
     NAMED,
     OPENAPI,
     OPERATIONS,
@@ -49,7 +50,7 @@ def test_every_route_is_public_on_purpose_or_declares_one_action() -> None:
         if (op.method, op.path) in PUBLIC:
             assert op.actions == (), op_id(op)
             continue
-        assert op.path.startswith("/api/"), f"{op_id(op)} is neither public nor under /api"
+        assert op.path.startswith(GUARDED_PREFIXES), f"{op_id(op)}: neither public nor guarded"
         assert len(op.actions) == 1, op_id(op)
         assert op.actions[0] in ACTIONS, op_id(op)
 

@@ -27,7 +27,10 @@ from tenantguard.data import secrets
 from tenantguard.db.pool import Connection, Database
 from tenantguard.errors import ModelProviderMissing, NotFound, RequestInvalid
 
-Kind = Literal["openai", "anthropic", "mistral", "ollama", "vllm", "openai_compatible"]
+Kind = Literal[
+    "openai", "anthropic", "mistral", "ollama", "vllm", "openai_compatible", "anthropic_compatible"
+]
+ANTHROPIC_KINDS = frozenset({"anthropic", "anthropic_compatible"})  # the Messages API
 KINDS: tuple[str, ...] = get_args(Kind)
 # Hosted kinds: a default base URL, HTTPS only, and a key is required.
 HOSTED: dict[str, str] = {

@@ -34,6 +34,7 @@ from tenantguard.gateway.routes import (
     identity,
     memory,
     model_providers,
+    models,
     oidc,
     operator,
     operator_access,
@@ -50,6 +51,7 @@ from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
 from tenantguard.mail import Mailer
+from tenantguard.models.prices import parse_prices
 from tenantguard.pii.detectors import DetectorRegistry, default_detectors
 from tenantguard.pii.sentinel import Sentinel
 from tenantguard.quotas.core import QuotaPolicyInvalid, parse_limits
@@ -183,6 +185,7 @@ def create_app(
                 meter=meter,
                 mailer=the_mailer,
                 mail_from=settings.mail_from,
+                prices=parse_prices(settings.model_prices),
                 tools=tool_registry,
                 executors=executors,
                 egress=EgressPolicy(
@@ -219,6 +222,7 @@ def create_app(
         pii.router,
         tools.router,
         quotas.router,
+        models.router,
         audit.router,
     )
     for router in routers:

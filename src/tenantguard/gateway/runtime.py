@@ -19,6 +19,7 @@ from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.saml import SamlServiceProvider
 from tenantguard.identity.sessions import Sessions
 from tenantguard.mail import Mailer
+from tenantguard.models.prices import Price
 from tenantguard.pii.sentinel import Sentinel
 from tenantguard.quotas.meter import Meter
 from tenantguard.settings import GatewayConfig
@@ -46,6 +47,7 @@ class Runtime:
     egress: EgressPolicy  # the tenants' outbound calls (tools): the platform's default today
     mailer: Mailer  # sign-in links and the messaging tool's mail
     mail_from: str
+    prices: dict[str, Price]  # what models cost, for spend budgets
     evidence_test_results: Path | None = None
 
 

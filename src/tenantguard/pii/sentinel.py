@@ -44,6 +44,7 @@ from tenantguard.pii.channels import (
 from tenantguard.pii.detectors import DetectorRegistry, Span
 from tenantguard.pii.policy import CHANNELS, PiiPolicy, PolicyInvalid, parse_policy
 from tenantguard.pii.redact import Finding, apply_policy, normalise, text_bytes
+from tenantguard.pii.stream import StreamRedactor
 
 TOKEN_KEY = EncryptedColumn("pii_token_keys", "sealed", ("tenant_id",))
 VAULT_VALUE = EncryptedColumn("pii_vault", "sealed", ("conversation", "token"))
@@ -105,6 +106,21 @@ class _Vault:
             ),
         )
         return token
+
+
+class _OwnTransactionVault:
+    """A conversation's vault for a stream: each new token in a short transaction."""
+
+    def __init__(
+        self, sentinel: Sentinel, ctx: TenantContext, key: bytes, conversation: str
+    ) -> None:
+        self._s, self._ctx, self._key, self._conversation = sentinel, ctx, key, conversation
+
+    def token_for(self, pii_class: str, value: str) -> str:
+        with self._s.db.tenant_transaction(self._ctx.tenant_id) as tx:
+            return _Vault(self._s, tx, self._ctx, self._key, self._conversation).token_for(
+                pii_class, value
+            )
 
 
 class Sentinel:
@@ -235,6 +251,41 @@ class Sentinel:
                 text, spans, policy, _channel(channel), token_key=key, vault=vault
             )
         return Redacted(redacted, findings, version)
+
+    def redact_many(
+        self, ctx: TenantContext, texts: list[str], *, channel: str, conversation: str
+    ) -> list[Redacted]:
+        """Each of `texts` redacted as `redact` does, in one transaction (a prompt's messages)."""
+        scanned = [self.registry.scan(text) for text in texts]
+        out: list[Redacted] = []
+        with self.db.tenant_transaction(ctx.tenant_id) as tx:
+            policy, version = self.policy(tx, ctx.tenant_id)
+            if not any(scanned):
+                return [Redacted(text, [], version) for text in texts]
+            key = self._token_key(tx, ctx)
+            vault = _Vault(self, tx, ctx, key, conversation)
+            for text, spans in zip(texts, scanned, strict=True):
+                redacted, findings = apply_policy(
+                    text, spans, policy, _channel(channel), token_key=key, vault=vault
+                )
+                out.append(Redacted(redacted, findings, version))
+        return out
+
+    def stream_redactor(
+        self, ctx: TenantContext, *, channel: str, conversation: str
+    ) -> StreamRedactor:
+        """A redactor of one streamed text by the tenant's policy for `channel`. A reversible
+        token it makes is stored in a transaction of its own (a stream holds none open)."""
+        with self.db.tenant_transaction(ctx.tenant_id) as tx:
+            policy, _ = self.policy(tx, ctx.tenant_id)
+            key = self._token_key(tx, ctx)
+        return StreamRedactor(
+            self.registry,
+            policy,
+            _channel(channel),
+            token_key=key,
+            vault=_OwnTransactionVault(self, ctx, key, conversation),
+        )
 
     def reidentify(self, ctx: TenantContext, text: str, *, conversation: str) -> tuple[str, int]:
         """`text` with the reversible tokens of this tenant's `conversation` replaced by their
