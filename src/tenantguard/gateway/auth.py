@@ -115,8 +115,14 @@ class Authorize:
         if stale:
             raise StepUpRequired()
         # Rate limit and quota, after the gate: only a request that would be served counts.
+        # The tenant's own limits do not gate its quota routes: it can always lift them.
         try:
-            rt.meter.charge(ctx.tenant_id, "requests", subject_of(ctx))
+            rt.meter.charge(
+                ctx.tenant_id,
+                "requests",
+                subject_of(ctx),
+                own_limits=not self.action.startswith("quotas:"),
+            )
         except RateLimited as limited:  # logged, not audited: a flood must not flood the audit
             _log.warning(
                 "request.limited",

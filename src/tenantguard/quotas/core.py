@@ -219,8 +219,9 @@ def _stricter(a: Check, b: Check) -> bool:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What a consumption did: passed (and charged) or refused (and charged nothing), the
-    limit that refused, how long until it would pass (microseconds; None: never, a run's
-    budget), and the budgets (windows, runs) it left with nothing over."""
+    limit that refused, how long until it would pass (microseconds; None: never: a run's
+    budget, or a cost larger than the whole limit), and the budgets (windows, runs) it left
+    with nothing over."""
 
     allowed: bool
     refused_by: Check | None = None
@@ -251,15 +252,16 @@ def decide(
     for check in checks:
         state = states.get(check.key, 0)
         wait: int | None
+        never = need > check.limit.limit  # more than the limit holds: waiting cannot help
         if check.limit.is_rate:
             base = max(state, now)
             reach = min(base + check.interval * need, now + _TAT_CAP)
             over = reach - now > check.tolerance
-            wait = reach - check.tolerance - now
+            wait = None if never else reach - check.tolerance - now
             new[check.key] = min(base + check.interval * cost, now + _TAT_CAP)
         else:
             over = state + need > check.limit.limit
-            wait = None if check.expires is None else check.expires - now
+            wait = None if never or check.expires is None else check.expires - now
             new[check.key] = min(state + cost, _COUNT_CAP)
             if new[check.key] >= check.limit.limit:
                 exhausted.append(check)

@@ -45,6 +45,8 @@ def refusal(verdict: Verdict) -> RateLimited:
     wait = None if verdict.retry_after is None else math.ceil(verdict.retry_after / 1_000_000)
     if limit.per == "run":
         return BudgetExhausted(f"The run's budget of {limit.metric.replace('_', ' ')} is used up.")
+    if wait is None:
+        return QuotaExceeded(f"This costs more than the whole limit of {what}.")
     if limit.is_rate:
         return RateLimited(f"The limit of {what} is reached; retry later.", retry_after=wait)
     return QuotaExceeded(f"The quota of {what} is used up.", retry_after=wait)
@@ -107,12 +109,16 @@ class Meter:
         cost: int = 1,
         force: bool = False,
         conn: Connection | None = None,
+        own_limits: bool = True,
     ) -> Verdict:
         """Count `cost` units; raise the typed 429 if a limit refuses (nothing is charged
         then). A forced charge always counts and returns the budgets it exhausted. `conn`:
-        the caller's transaction of the tenant (see `QuotaStore.consume`)."""
+        the caller's transaction of the tenant (see `QuotaStore.consume`). Without
+        `own_limits`, only the platform's limits apply (a tenant's own limits never lock it
+        out of changing them)."""
         now = _micros(self._clock)
-        limits = (*self.platform, *self.limits(tenant_id, conn))
+        own = self.limits(tenant_id, conn) if own_limits else ()
+        limits = (*self.platform, *own)
         checks = checks_for(limits, metric, subject, now)
         verdict = self.store.consume(tenant_id, checks, cost=cost, now=now, force=force, conn=conn)
         if not verdict.allowed:

@@ -128,7 +128,8 @@ class PostgresQuotaStore:
 # ("r" rate, "w" window or run), interval, tolerance, limit, expiry (0: none). Numbers are
 # Lua doubles: exact below 2^53, which bounds every value here (microseconds since 1970 are
 # about 2^51; a rate's TAT is clamped at now + 2^40; costs are at most MAX_COST).
-# Returns {1, exhausted index...} or {0, refusing index, wait (-1: never)}.
+# Returns {1, exhausted index...} or {0, refusing index, wait (-1: never: the cost is more
+# than the limit holds, or a run's budget)}.
 _LUA = """
 local now = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
@@ -145,16 +146,18 @@ for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[at + 3])
   local expires = tonumber(ARGV[at + 4])
   local state = tonumber(redis.call('GET', key) or '0')
+  local never = need > limit
   if kind == 'r' then
     local base = math.max(state, now)
     local reach = math.min(base + interval * need, now + cap)
     if reach - now > tolerance and not force then
+      if never then return {0, i, -1} end
       return {0, i, math.max(reach - tolerance - now, 1)}
     end
     new[i] = math.min(base + interval * cost, now + cap)
   else
     if state + need > limit and not force then
-      if expires > 0 then return {0, i, math.max(expires - now, 1)} end
+      if expires > 0 and not never then return {0, i, math.max(expires - now, 1)} end
       return {0, i, -1}
     end
     new[i] = math.min(state + cost, 4503599627370496)

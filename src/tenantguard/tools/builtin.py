@@ -29,6 +29,7 @@ from tenantguard.data import memory
 from tenantguard.db.pool import Connection
 from tenantguard.egress.check import EgressPolicy
 from tenantguard.egress.transport import egress_client
+from tenantguard.errors import RequestInvalid
 from tenantguard.mail import Mailer, compose
 from tenantguard.tools import injection
 from tenantguard.tools.registry import ArgumentConstraint, ToolRegistry, ToolSpec, tool
@@ -116,10 +117,11 @@ SEND_MESSAGE = tool(
                     "type": "string",
                     "minLength": 3,
                     "maxLength": 320,
-                    # One address, no display name, nothing a header could be split on. The
-                    # look-ahead holds to the very end (a `$` also matches before a final
+                    # One address of printable ASCII (no blank, no line break of any
+                    # script), no display name, nothing a header could be split on. The
+                    # look-aheads hold to the very end (a `$` also matches before a final
                     # newline).
-                    "pattern": '^(?![\\s\\S]*[\\x00-\\x20\\x7f<>,;:"()\\[\\]])'
+                    "pattern": '^(?![\\s\\S]*[^!-~])(?![\\s\\S]*[<>,;:"()\\[\\]\\\\])'
                     "[^@]+@[A-Za-z0-9.-]+$",
                 },
             },
@@ -127,7 +129,8 @@ SEND_MESSAGE = tool(
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 200,
-                "pattern": "^(?![\\s\\S]*[\\x00-\\x1f\\x7f])",  # no control character at all
+                # No control character and no line break of any script, anywhere.
+                "pattern": "^(?![\\s\\S]*[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029])",
             },
             "body": {"type": "string", "maxLength": 20_000},
         },
@@ -183,11 +186,16 @@ def _fetch(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
 def _send(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
     if tc.mailer is None:  # pragma: no cover - the gateway always passes its mailer
         raise RuntimeError("send_message needs the gateway's mailer")
-    for address in args["to"]:
-        tc.mailer.send(
+    try:  # every message is built before any is sent: none goes out if one cannot be
+        messages = [
             compose(sender=tc.sender, to=address, subject=args["subject"], body=args["body"])
-        )
-    return {"sent": len(args["to"])}
+            for address in args["to"]
+        ]
+    except (ValueError, UnicodeError) as exc:  # what the schema let through and mail refuses
+        raise RequestInvalid("The message cannot be sent as a mail.") from exc
+    for message in messages:
+        tc.mailer.send(message)
+    return {"sent": len(messages)}
 
 
 BUILTIN: dict[str, Builtin] = {

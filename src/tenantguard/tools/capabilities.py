@@ -127,7 +127,9 @@ class RunCapabilities:
         return all(domain_allowed(host, g.domains) for g in self.tools[tool])
 
     def allows_recipient(self, tool: str, recipient: str) -> bool:
-        value = recipient.strip().lower()
+        """`recipient` exactly as it will be used, case aside: nothing is stripped first (a
+        value that matches only once trimmed is not the one that would be sent)."""
+        value = recipient.lower()
         return all(value in g.recipients for g in self.tools[tool])
 
     def preapproved(self, tool: str) -> bool:

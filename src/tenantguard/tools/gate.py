@@ -96,6 +96,8 @@ def decide(  # noqa: PLR0911 (one return per rule, in the order the module doc l
     spec = registry.get(tool)
     if spec is None or tool not in capabilities.names:
         return Decision("deny", "tool_not_granted", digest)
+    if not _text_only_utf8(arguments):  # a lone surrogate cannot reach a tool (or a 500)
+        return Decision("deny", "arguments_invalid", digest, ("/",))
     if errors := spec.argument_errors(dict(arguments)):
         return Decision("deny", "arguments_invalid", digest, tuple(dict.fromkeys(errors)))
     if rule := _constraint_broken(capabilities, tool, spec.constraints, arguments):
@@ -107,6 +109,20 @@ def decide(  # noqa: PLR0911 (one return per rule, in the order the module doc l
     if capabilities.preapproved(tool):
         return Decision("allow", "preapproved", digest)
     return Decision("approval", "needs_approval", digest)
+
+
+def _text_only_utf8(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, Mapping):
+        return all(_text_only_utf8(k) and _text_only_utf8(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_text_only_utf8(v) for v in value)
+    return True
 
 
 def _constraint_broken(
@@ -127,4 +143,6 @@ def _constraint_broken(
             isinstance(v, str) and capabilities.allows_recipient(tool, v) for v in values
         ):
             return "recipient_not_allowed"
+        if len({str(v).lower() for v in values}) != len(values):
+            return "arguments_invalid"  # one mailbox twice, in two cases: one copy at most
     return None

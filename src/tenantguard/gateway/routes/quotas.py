@@ -1,6 +1,8 @@
 """`/api/admin/quotas`: the tenant's limits (rates, quotas, run budgets), the platform's that
 hold on top of them, and how much of each tenant-wide limit is in use. Setting them is a
-sensitive action (a person with a fresh second factor, or a key that holds it)."""
+sensitive action (a person with a fresh second factor, or a key that holds it). These routes
+are counted against the platform's limits only: a tenant's own limits, however strict, never
+lock its admins out of lifting them."""
 
 from __future__ import annotations
 

@@ -344,6 +344,8 @@ def _charge(
             runs.stop_run(tx, ctx, run.id, reason=f"budget_exhausted:{metric}", now=now)
             return used_up
         except RateLimited as limited:
+            if exhausted:  # the messages already counted used a run budget up: it stops
+                runs.stop_run(tx, ctx, run.id, reason=f"budget_exhausted:{exhausted[0]}", now=now)
             return limited
         if any(check.limit.scope == "run" for check in verdict.exhausted):
             exhausted.append(metric)
