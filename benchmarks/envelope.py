@@ -115,7 +115,7 @@ def unwrap_ops(tmp: Path) -> tuple[dict[str, Callable[[], object]], list[Pkcs11K
             "--pin",
             "1234",
         ]
-        subprocess.run(init, check=True, capture_output=True)  # noqa: S603 (fixed arguments)
+        subprocess.run(init, check=True, capture_output=True)
         hsm = Pkcs11Kek(SOFTHSM, "bench", SecretStr("1234"), create=True)
         providers["pkcs11 (SoftHSM2)"] = hsm
         opened.append(hsm)

@@ -30,6 +30,7 @@ from tenantguard.gateway import create_app
 from tenantguard.identity import users
 from tenantguard.identity.sessions import Issued, Sessions
 from tenantguard.logs import configure_logging
+from tenantguard.models.stub import StubProvider, stub_provider
 from tenantguard.settings import LogConfig, Settings
 from tenantguard.testing import (
     FakeClock,
@@ -242,3 +243,10 @@ def owner_in(pg: TestDatabase) -> Iterator[Callable[[UUID], Conn]]:
     yield connect
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture
+def stub() -> Iterator[StubProvider]:
+    """A local model provider (OpenAI and Anthropic shapes) on loopback, for this test."""
+    with stub_provider() as provider:
+        yield provider

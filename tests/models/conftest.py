@@ -1,26 +1,20 @@
-"""A tenant whose own provider is the local stub (a real HTTP server on loopback)."""
+"""A tenant whose own provider is the local stub (`stub`, a fixture of tests/conftest.py: a
+real HTTP server on loopback)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from tenantguard.data.tenants import NewTenant
-from tenantguard.models.stub import StubProvider, stub_provider
+from tenantguard.models.stub import StubProvider
 
 AsTenant = Callable[[str], tuple[NewTenant, dict[str, str]]]
 MODEL = "stub-model"
 PROVIDER_KEY = "sk-tenant-own-provider-key"
-
-
-@pytest.fixture
-def stub() -> Iterator[StubProvider]:
-    with stub_provider() as provider:
-        yield provider
 
 
 def configure(

@@ -33,6 +33,7 @@ class StubProvider:
     port: int
     received: list[Received] = field(default_factory=list)
     fail_with: int | None = None  # answer every request with this status
+    keep: bool = True  # record requests (a long benchmark run keeps none)
 
     @property
     def base_url(self) -> str:
@@ -77,7 +78,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = json.loads(self.rfile.read(length) or b"{}")
         stub = self.server.stub
-        stub.received.append(Received(self.path, dict(self.headers.items()), body))
+        if stub.keep:
+            stub.received.append(Received(self.path, dict(self.headers.items()), body))
         if stub.fail_with is not None:
             self._send(stub.fail_with, b'{"error":{"message":"stub failure"}}')
             return
@@ -185,3 +187,11 @@ def stub_provider() -> Iterator[StubProvider]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def serve_forever(port: int) -> None:
+    """Serve a stub on 127.0.0.1:`port` until the process ends, recording nothing (what
+    `benchmarks/gateway.py` runs in a process of its own)."""
+    server = _Server(("127.0.0.1", port), _Handler)
+    server.stub = StubProvider(port, keep=False)
+    server.serve_forever()
