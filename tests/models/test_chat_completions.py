@@ -263,3 +263,24 @@ def test_spend_is_charged_by_the_price_table(
         refused = chat(client, h, "six")
         assert refused.status_code == 429
         assert refused.json()["code"] == "quota_exceeded"
+
+
+def test_a_private_endpoint_needs_the_tenants_egress_grant(
+    client: TestClient, as_tenant: AsTenant, db: Database
+) -> None:
+    """An Ollama on a private address is refused by the egress guard (before any connection)
+    until the host grants that network to the tenant; the refusal is audited."""
+    tenant, h = as_tenant("t")
+    assert client.put("/api/secrets/llm-key", json={"value": "x"}, headers=h).status_code == 200
+    provider = {
+        "kind": "ollama",
+        "base_url": "http://10.255.255.1:11434/v1",
+        "secret": "llm-key",
+        "models": [MODEL],
+    }
+    assert client.put("/api/model-providers/ollama", json=provider, headers=h).status_code == 200
+    refused = chat(client, h, "hello")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == "egress_denied"
+    (event,) = _events(db, tenant.tenant_id, "model.call")
+    assert (event.outcome, event.reason) == ("denied", "egress:private_address")

@@ -41,7 +41,7 @@ from tenantguard.context import TenantContext
 from tenantguard.data import egress as egress_store
 from tenantguard.data import model_providers, runs
 from tenantguard.data.model_providers import ANTHROPIC_KINDS, ResolvedModel
-from tenantguard.egress.check import EgressPolicy
+from tenantguard.egress.check import EgressDenied, EgressPolicy
 from tenantguard.egress.transport import egress_client
 from tenantguard.errors import BudgetExhausted, Conflict, TenantGuardError
 from tenantguard.gateway.auth import Authorize, subject_of
@@ -226,9 +226,10 @@ def _open(p: _Prepared) -> tuple[httpx.Client, httpx.Response]:
         client.close()
         p.call.audit("model.call", "failure", "provider_unreachable", **p.facts)
         raise ProviderFailed("The tenant's model provider could not be reached.") from exc
-    except TenantGuardError as refused:
+    except TenantGuardError as refused:  # the egress guard's refusal, named by its rule
         client.close()
-        p.call.audit("model.call", "denied", refused.code, **p.facts)
+        why = f"egress:{refused.rule}" if isinstance(refused, EgressDenied) else refused.code
+        p.call.audit("model.call", "denied", why, **p.facts)
         raise
     if response.status_code >= 400:
         response.close()
