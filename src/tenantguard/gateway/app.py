@@ -186,6 +186,7 @@ def create_app(
                 mailer=the_mailer,
                 mail_from=settings.mail_from,
                 prices=parse_prices(settings.model_prices),
+                data_root=settings.data_root,
                 tools=tool_registry,
                 executors=executors,
                 egress=EgressPolicy(

@@ -48,6 +48,7 @@ class Runtime:
     mailer: Mailer  # sign-in links and the messaging tool's mail
     mail_from: str
     prices: dict[str, Price]  # what models cost, for spend budgets
+    data_root: Path  # tenants' workspaces live under <data_root>/orgs/<tenant_id>/
     evidence_test_results: Path | None = None
 
 

@@ -8,7 +8,10 @@
   is screened for prompt-injection patterns (`tools.injection`), reported with a score;
 - `send_message` (messaging; every address in `to` must be a granted recipient) also runs
   after that transaction: one mail per recipient (no address sees another), through the
-  gateway's mailer, each recipient counted as a message against the `messages` quotas.
+  gateway's mailer, each recipient counted as a message against the `messages` quotas;
+- `file_read`, `file_write` (filesystem; the write is destructive: approval, or the tenant's
+  pre-approval) exist only in `self_hosted` deployments, confined to the tenant's workspace
+  (`tools.workspace`).
 
 Tool output is data for the model, never instructions to the gate: it is returned under
 `output` with `untrusted: true`, and nothing in it is read back by the gate.
@@ -33,6 +36,7 @@ from tenantguard.errors import RequestInvalid
 from tenantguard.mail import Mailer, compose
 from tenantguard.tools import injection
 from tenantguard.tools.registry import ArgumentConstraint, ToolRegistry, ToolSpec, tool
+from tenantguard.tools.workspace import MAX_FILE_BYTES, MAX_PATH, Workspace
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class ToolContext:
     egress: EgressPolicy  # what this tenant's outbound calls may reach
     mailer: Mailer | None = None  # how messages leave (the gateway's: outbox or SMTP)
     sender: str = "tenantguard@localhost"
+    workspace: Workspace | None = None  # the tenant's files (self_hosted only)
 
 
 Executor = Callable[[ToolContext, Mapping[str, Any]], dict[str, Any]]
@@ -183,6 +188,47 @@ def _fetch(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_PATH = {"type": "string", "minLength": 1, "maxLength": MAX_PATH}
+FILE_READ = tool(
+    "file_read",
+    "Read a text file of the tenant's workspace (self-hosted deployments; at most 1 MiB).",
+    {"filesystem"},
+    {
+        "type": "object",
+        "properties": {"path": _PATH},
+        "required": ["path"],
+        "additionalProperties": False,
+    },
+)
+FILE_WRITE = tool(
+    "file_write",
+    "Write a text file of the tenant's workspace, replacing it (needs approval; at most 1 MiB).",
+    {"filesystem", "destructive"},
+    {
+        "type": "object",
+        "properties": {"path": _PATH, "content": {"type": "string", "maxLength": MAX_FILE_BYTES}},
+        "required": ["path", "content"],
+        "additionalProperties": False,
+    },
+)
+
+
+def _workspace(tc: ToolContext) -> Workspace:
+    if tc.workspace is None:  # pragma: no cover - the route passes one in self_hosted mode
+        raise RuntimeError("the filesystem tools need the tenant's workspace")
+    return tc.workspace
+
+
+def _file_read(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    data = _workspace(tc).read(args["path"])
+    return {"path": args["path"], "content": data.decode("utf-8", errors="replace")}
+
+
+def _file_write(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    written = _workspace(tc).write(args["path"], args["content"].encode("utf-8"))
+    return {"path": args["path"], "bytes": written}
+
+
 def _send(tc: ToolContext, args: Mapping[str, Any]) -> dict[str, Any]:
     if tc.mailer is None:  # pragma: no cover - the gateway always passes its mailer
         raise RuntimeError("send_message needs the gateway's mailer")
@@ -206,9 +252,18 @@ BUILTIN: dict[str, Builtin] = {
 }
 
 
+# Only where the deployment mode allows the filesystem (`self_hosted`); never registered in
+# `saas`, where the registry would refuse them anyway.
+SELF_HOSTED: dict[str, Builtin] = {
+    FILE_READ.name: Builtin(FILE_READ, _file_read, in_transaction=False),
+    FILE_WRITE.name: Builtin(FILE_WRITE, _file_write, in_transaction=False),
+}
+
+
 def builtin_registry(mode: str) -> tuple[ToolRegistry, dict[str, Builtin]]:
     """The registry of this deployment mode with the built-in tools, and how each runs."""
     registry = ToolRegistry(mode)
-    for builtin in BUILTIN.values():
+    chosen = {**BUILTIN, **(SELF_HOSTED if mode == "self_hosted" else {})}
+    for builtin in chosen.values():
         registry.register(builtin.spec)
-    return registry, dict(BUILTIN)
+    return registry, chosen

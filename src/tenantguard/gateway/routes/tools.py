@@ -32,6 +32,7 @@ from tenantguard.quotas.core import Metric
 from tenantguard.tools.builtin import ToolContext
 from tenantguard.tools.capabilities import RunCapabilities, parse_grants
 from tenantguard.tools.gate import decide
+from tenantguard.tools.workspace import Workspace, workspace_root
 
 router = APIRouter(tags=["tools"])
 Read = Annotated[TenantContext, Depends(Authorize("tools:read"))]
@@ -303,7 +304,8 @@ def call_tool(
             with rt.db.tenant_transaction(ctx.tenant_id) as tx:
                 output = builtin.execute(ToolContext(ctx, now, tx, egress), body.arguments)
         else:  # no database connection is held while a remote server answers
-            outside = ToolContext(ctx, now, None, egress, rt.mailer, rt.mail_from)
+            workspace = Workspace(workspace_root(rt.data_root, ctx.tenant_id))
+            outside = ToolContext(ctx, now, None, egress, rt.mailer, rt.mail_from, workspace)
             output = builtin.execute(outside, body.arguments)
     except EgressDenied as blocked:
         _record_failure(
