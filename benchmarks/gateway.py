@@ -46,11 +46,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(url: str, seconds: float = 60.0) -> float:
+def wait_for(url: str, seconds: float = 60.0, *, any_answer: bool = False) -> float:
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
+            if httpx.get(url, timeout=1.0).status_code < 500 or any_answer:
                 return time.monotonic() - start
         except httpx.HTTPError:
             pass
@@ -246,7 +246,7 @@ def main() -> None:
     stub_port = free_port()
     try:
         procs.append(subprocess.Popen([sys.executable, __file__, "--serve-stub", str(stub_port)]))
-        wait_for(f"http://127.0.0.1:{stub_port}/")
+        wait_for(f"http://127.0.0.1:{stub_port}/", any_answer=True)  # it serves POST only
         direct = f"http://127.0.0.1:{stub_port}/v1/chat/completions"
         targets: dict[str, tuple[str, dict[str, str]]] = {"direct stub": (direct, {})}
         url, headers, ready = start_tenantguard(root, stub_port, procs)

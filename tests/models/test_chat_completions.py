@@ -84,7 +84,7 @@ def test_a_stream_in_openai_chunks_with_usage_and_both_audits(
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert [e.outcome for e in _events(db, tenant.tenant_id, "model.stream")] == ["success"]
     (end,) = _events(db, tenant.tenant_id, "model.call")
-    assert json.loads(end.payload)["usage"]["completion_tokens"] == 4
+    assert json.loads(end.payload)["tokens"]["completion_tokens"] == 4
 
 
 def test_a_tenant_without_a_provider_gets_a_typed_problem_and_no_shared_pool(

@@ -129,6 +129,8 @@ def create_app(
             sessions = Sessions(db, ring, settings.tokens(), clock=the_clock)
             the_mailer = mailer or settings.mailer()
             meter = _meter(settings, db, the_clock, stack)
+            model_clients = models.ModelClients()
+            stack.callback(model_clients.close)
             loopback = settings.unsafe_loopback_sso
             oidc_client = OidcClient(db, sessions, clock=the_clock, allow_loopback=loopback)
             stack.callback(oidc_client.close)
@@ -187,6 +189,7 @@ def create_app(
                 mail_from=settings.mail_from,
                 prices=parse_prices(settings.model_prices),
                 data_root=settings.data_root,
+                model_clients=model_clients,
                 tools=tool_registry,
                 executors=executors,
                 egress=EgressPolicy(

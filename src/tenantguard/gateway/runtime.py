@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -25,6 +26,9 @@ from tenantguard.quotas.meter import Meter
 from tenantguard.settings import GatewayConfig
 from tenantguard.tools.builtin import Builtin
 from tenantguard.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:  # the route module imports this one
+    from tenantguard.gateway.routes.models import ModelClients
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class Runtime:
     mail_from: str
     prices: dict[str, Price]  # what models cost, for spend budgets
     data_root: Path  # tenants' workspaces live under <data_root>/orgs/<tenant_id>/
+    model_clients: ModelClients  # model calls' egress clients, one per tenant and policy
     evidence_test_results: Path | None = None
 
 

@@ -53,6 +53,7 @@ def _last_user_text(body: dict[str, Any]) -> str:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive, as real providers
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed ACK
 
     def log_message(self, format: str, *args: object) -> None:
         pass

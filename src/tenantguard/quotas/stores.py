@@ -79,7 +79,7 @@ class PostgresQuotaStore:
         if conn is not None:
             return self._consume(conn, tenant_id, checks, cost=cost, now=now, force=force)
         with self._db.tenant_transaction(tenant_id) as tx:
-            return self._consume(tx, tenant_id, checks, cost=cost, now=now, force=force)
+            return self._consume(tx, tenant_id, checks, cost=cost, now=now, force=force, own=True)
 
     @staticmethod
     def _consume(
@@ -90,19 +90,30 @@ class PostgresQuotaStore:
         cost: int,
         now: int,
         force: bool,
+        own: bool = False,
     ) -> Verdict:
+        """`own`: `tx` is this store's own transaction (not the caller's work)."""
         keys = [c.key for c in checks]  # sorted by checks_for: the lock order
+        if cost == 0 and not force:  # a probe charges nothing: a plain read, no lock, no write
+            rows = tx.execute(
+                "SELECT key, value FROM tenantguard.quota_state"
+                " WHERE tenant_id = %s AND key = ANY(%s)",
+                (tenant_id, keys),
+            ).fetchall()
+            return decide(checks, dict(rows), cost=0, now=now)[0]
+        if all(c.limit.is_rate for c in checks) and own:
+            # Rates only: a crash may forget the last few milliseconds of counts (a rate
+            # forgets by itself within its period anyway), so this commit need not wait for
+            # the disk. Windows and budgets are charged durably.
+            tx.execute("SELECT set_config('synchronous_commit', 'off', true)")
         expires = [None if c.expires is None else _micros(c.expires) for c in checks]
-        tx.execute(
-            "INSERT INTO tenantguard.quota_state (tenant_id, key, value, expires_at)"
-            " SELECT %s, u.k, 0, u.e FROM unnest(%s::text[], %s::timestamptz[])"
-            " WITH ORDINALITY AS u(k, e, n) ORDER BY u.n ON CONFLICT DO NOTHING",
-            (tenant_id, keys, expires),
-        )
+        # One statement makes the missing rows and locks them all, in key order.
         rows = tx.execute(
-            "SELECT key, value FROM tenantguard.quota_state"
-            " WHERE tenant_id = %s AND key = ANY(%s) ORDER BY key FOR UPDATE",
-            (tenant_id, keys),
+            "INSERT INTO tenantguard.quota_state AS q (tenant_id, key, value, expires_at)"
+            " SELECT %s, u.k, 0, u.e FROM unnest(%s::text[], %s::timestamptz[])"
+            " WITH ORDINALITY AS u(k, e, n) ORDER BY u.n"
+            " ON CONFLICT (tenant_id, key) DO UPDATE SET value = q.value RETURNING key, value",
+            (tenant_id, keys, expires),
         ).fetchall()
         verdict, new = decide(checks, dict(rows), cost=cost, now=now, force=force)
         if new:

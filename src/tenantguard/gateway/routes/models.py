@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -41,6 +43,7 @@ from tenantguard.context import TenantContext
 from tenantguard.data import egress as egress_store
 from tenantguard.data import model_providers, runs
 from tenantguard.data.model_providers import ANTHROPIC_KINDS, ResolvedModel
+from tenantguard.db.pool import Connection
 from tenantguard.egress.check import EgressDenied, EgressPolicy
 from tenantguard.egress.transport import egress_client
 from tenantguard.errors import BudgetExhausted, Conflict, TenantGuardError
@@ -125,8 +128,8 @@ class _Call:
             with self.rt.db.tenant_transaction(self.ctx.tenant_id) as tx:
                 runs.stop_run(tx, self.ctx, self.run.id, reason=reason, now=self.rt.clock.now())
 
-    def settle(self, usage: Usage) -> None:
-        """Charge what the call used, whatever the limits say now (it happened)."""
+    def _settle(self, tx: Connection, usage: Usage) -> None:
+        """Charge what the call used, whatever the limits say now (it happened), in `tx`."""
         spend = self.price.spend(usage) if self.price is not None else 0
         exhausted: list[str] = []
         for metric, cost in (("tokens", usage.total), ("spend", spend)):
@@ -136,20 +139,28 @@ class _Call:
                 self.subject,
                 cost=cost,
                 force=True,
+                conn=tx,
             )
             if any(c.limit.scope == "run" for c in verdict.exhausted):
                 exhausted.append(metric)
-        if exhausted:
-            self._stop(f"budget_exhausted:{exhausted[0]}")
+        if exhausted and self.run is not None:
+            reason = f"budget_exhausted:{exhausted[0]}"
+            runs.stop_run(tx, self.ctx, self.run.id, reason=reason, now=self.rt.clock.now())
 
     def audit(
         self,
         action: str,
         outcome: Literal["success", "failure", "denied"],
         reason: str = "",
+        *,
+        usage: Usage | None = None,
         **payload: Any,
     ) -> None:
+        """Audit the call; with `usage`, charge it in the same transaction (one commit: the
+        count and the record of it stand or fall together)."""
         with self.rt.db.tenant_transaction(self.ctx.tenant_id) as tx:
+            if usage is not None:
+                self._settle(tx, usage)
             record_action(
                 tx,
                 self.ctx,
@@ -213,31 +224,67 @@ def _prepare(rt: Runtime, ctx: TenantContext, body: ChatRequest, run_id: UUID | 
     return _Prepared(call, upstream, url, headers, anthropic, restorer, facts, egress)
 
 
-def _open(p: _Prepared) -> tuple[httpx.Client, httpx.Response]:
+class ModelClients:
+    """The egress clients of model calls, one per (tenant, egress policy), kept so that a
+    tenant's calls reuse their connections (a new TLS connection per call would cost a
+    handshake each time). Never shared between tenants. Past `size`, the least recently used
+    is retired, and closed only once `MODEL_TIMEOUT` has passed: every call (a stream
+    included) ends within that deadline, so none is cut. A changed policy is a new key."""
+
+    def __init__(self, size: int = 256, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size, self._clock = size, clock
+        self._lock = threading.Lock()
+        self._clients: OrderedDict[tuple[UUID, EgressPolicy], httpx.Client] = OrderedDict()
+        self._retired: list[tuple[float, httpx.Client]] = []
+
+    def get(self, tenant_id: UUID, policy: EgressPolicy) -> httpx.Client:
+        key = (tenant_id, policy)
+        now = self._clock()
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                bounded = replace(
+                    policy, timeout_seconds=MODEL_TIMEOUT, max_response_bytes=MODEL_MAX_BYTES
+                )
+                client = egress_client(bounded, follow_redirects=False)
+                self._clients[key] = client
+            self._clients.move_to_end(key)
+            while len(self._clients) > self._size:
+                self._retired.append((now, self._clients.popitem(last=False)[1]))
+            done = [c for at, c in self._retired if now - at > MODEL_TIMEOUT]
+            self._retired = [(at, c) for at, c in self._retired if now - at <= MODEL_TIMEOUT]
+        for old in done:
+            old.close()
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients = [*self._clients.values(), *(c for _, c in self._retired)]
+            self._clients.clear()
+            self._retired.clear()
+        for client in clients:
+            client.close()
+
+
+def _open(p: _Prepared) -> httpx.Response:
     """Step 5: the provider's answer, its head at least; a failure is audited and a 502."""
-    client = egress_client(
-        replace(p.egress, timeout_seconds=MODEL_TIMEOUT, max_response_bytes=MODEL_MAX_BYTES),
-        follow_redirects=False,
-    )
+    client = p.call.rt.model_clients.get(p.call.ctx.tenant_id, p.egress)
     try:
         outbound = client.build_request("POST", p.url, json=p.upstream, headers=p.headers)
         response = client.send(outbound, stream=True)
     except httpx.HTTPError as exc:
-        client.close()
         p.call.audit("model.call", "failure", "provider_unreachable", **p.facts)
         raise ProviderFailed("The tenant's model provider could not be reached.") from exc
     except TenantGuardError as refused:  # the egress guard's refusal, named by its rule
-        client.close()
         why = f"egress:{refused.rule}" if isinstance(refused, EgressDenied) else refused.code
         p.call.audit("model.call", "denied", why, **p.facts)
         raise
     if response.status_code >= 400:
         response.close()
-        client.close()
         why = f"provider_status:{response.status_code}"
         p.call.audit("model.call", "failure", why, **p.facts)
         raise ProviderFailed(f"The tenant's model provider answered {response.status_code}.")
-    return client, response
+    return response
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -246,16 +293,15 @@ def chat_completions(
 ) -> Response:
     rt = runtime(request)
     p = _prepare(rt, ctx, body, run_id)
-    client, response = _open(p)
+    response = _open(p)
     if body.stream:
         try:
             p.call.audit("model.stream", "success", **p.facts)
         except TenantGuardError:
             response.close()
-            client.close()
             raise
         return StreamingResponse(
-            _relay(p, response, client),
+            _relay(p, response),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
@@ -266,19 +312,18 @@ def chat_completions(
         raise ProviderFailed() from exc
     finally:
         response.close()
-        client.close()
     completion = (parse_anthropic if p.anthropic else parse_openai)(document, body.model)
     text = rt.sentinel.redact(
         ctx, completion.text, channel="completion", conversation=p.call.conversation
     ).text
     text = p.restorer.feed(text) + p.restorer.finish()
-    p.call.settle(completion.usage)
     p.call.audit(
         "model.call",
         "success",
+        usage=completion.usage,
         **p.facts,
         completion_sha256=_digest(completion.text),
-        usage=completion.usage.as_json(),
+        tokens=completion.usage.as_json(),
         restored=p.restorer.restored,
     )
     answer = Completion(
@@ -287,7 +332,7 @@ def chat_completions(
     return JSONResponse(answer.as_openai(), headers={"Cache-Control": "no-store"})
 
 
-def _relay(p: _Prepared, response: httpx.Response, client: httpx.Client) -> Iterator[str]:
+def _relay(p: _Prepared, response: httpx.Response) -> Iterator[str]:
     """The provider's stream as OpenAI chunks: redacted across chunk boundaries for the
     completion channel, tokens restored, usage charged and the end audited before `[DONE]`."""
     call, restorer, facts, anthropic = p.call, p.restorer, p.facts, p.anthropic
@@ -325,15 +370,14 @@ def _relay(p: _Prepared, response: httpx.Response, client: httpx.Client) -> Iter
         yield 'data: {"error":{"type":"provider_failed","message":"The stream broke."}}\n\n'
     finally:
         response.close()
-        client.close()
-        call.settle(usage)
         call.audit(
             "model.call",
             outcome,
             reason,
+            usage=usage,
             **facts,
             completion_sha256=_digest("".join(seen)),
-            usage=usage.as_json(),
+            tokens=usage.as_json(),
             restored=restorer.restored,
         )
     yield "data: [DONE]\n\n"
