@@ -56,6 +56,8 @@ class TenantContext:
     mfa_pending: bool = False
     # The one agent an API key is bound to: it acts only in that agent's runs (None: any).
     agent: str | None = None
+    # When the credential itself stops (an API key's expiry): nothing it mints outlives it.
+    expires_at: datetime | None = None
 
     def allows(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -76,3 +76,42 @@ def test_refused_escalations_are_audited(
         "denied",
         str(tenant.admin_key.info.id),
     )
+
+
+def test_a_key_cannot_mint_or_rotate_into_a_key_that_outlives_it(
+    client: TestClient, make_tenant: Callable[[str], NewTenant]
+) -> None:
+    """Lifetime is scope too: a key that expires in an hour makes keys that expire by then."""
+    tenant = make_tenant("acme")
+    admin = {"Authorization": f"Bearer {tenant.admin_key.secret}"}
+    short = client.post(
+        "/api/api-keys",
+        json={"name": "hour", "capabilities": ["api_keys:manage"], "expires_in_seconds": 3600},
+        headers=admin,
+    ).json()
+    as_short = {"Authorization": f"Bearer {short['secret']}"}
+    forever = client.post(
+        "/api/api-keys",
+        json={"name": "forever", "capabilities": ["api_keys:manage"]},
+        headers=as_short,
+    )
+    longer = client.post(
+        "/api/api-keys",
+        json={
+            "name": "year",
+            "capabilities": ["api_keys:manage"],
+            "expires_in_seconds": 86_400 * 300,
+        },
+        headers=as_short,
+    )
+    sooner = client.post(
+        "/api/api-keys",
+        json={"name": "minute", "capabilities": ["api_keys:manage"], "expires_in_seconds": 60},
+        headers=as_short,
+    )
+    assert forever.status_code == longer.status_code == sooner.status_code == 201
+    assert forever.json()["expires_at"] == longer.json()["expires_at"] == short["expires_at"]
+    assert sooner.json()["expires_at"] < short["expires_at"]
+    rotated = client.post(f"/api/api-keys/{forever.json()['id']}/rotate", json={}, headers=as_short)
+    assert rotated.status_code == 201
+    assert rotated.json()["expires_at"] == short["expires_at"]

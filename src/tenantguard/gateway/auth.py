@@ -83,6 +83,7 @@ class Authorize:
                     capabilities=resolved.capabilities,
                     request_id=rid,
                     agent=resolved.agent,
+                    expires_at=resolved.expires_at,
                 )
         except InvalidCredentials as exc:
             record_failure(rt, exc, rid=rid, action=self.action)

@@ -73,6 +73,7 @@ class ResolvedKey:
     capabilities: frozenset[str]
     needs_touch: bool
     agent: str | None = None
+    expires_at: datetime | None = None
 
 
 def _info(row: tuple[Any, ...]) -> ApiKeyInfo:
@@ -129,6 +130,14 @@ def _within_scope(ctx: TenantContext, capabilities: frozenset[str], agent: str |
         )
 
 
+def _within_life(ctx: TenantContext, expires: datetime | None) -> datetime | None:
+    """A key's expiry, never later than that of the credential making it (a key that expires
+    in an hour cannot mint one that never does)."""
+    if ctx.expires_at is None:
+        return expires
+    return ctx.expires_at if expires is None else min(expires, ctx.expires_at)
+
+
 def create_key(
     conn: Connection,
     ctx: TenantContext,
@@ -146,7 +155,7 @@ def create_key(
     _within_scope(ctx, chosen, bound)
     if bound is not None:
         _agent_exists(conn, ctx.tenant_id, bound)
-    expires = now + min(lifetime, MAX_LIFETIME) if lifetime is not None else None
+    expires = _within_life(ctx, now + min(lifetime, MAX_LIFETIME) if lifetime is not None else None)
     issued = insert_key(
         conn,
         tenant_id=ctx.tenant_id,
@@ -239,7 +248,7 @@ def rotate_key(
         name=old.name,
         capabilities=scope,
         now=now,
-        expires_at=now + lifetime if lifetime is not None else None,
+        expires_at=_within_life(ctx, now + lifetime if lifetime is not None else None),
         rotated_from=old.id,
         agent=old.agent,
     )
@@ -289,7 +298,14 @@ def resolve(conn: Connection, presented: str, *, now: datetime) -> ResolvedKey:
     if expires_at is not None and expires_at <= now:
         raise InvalidCredentials("expired", **who)
     stale = last_used is None or last_used < now - LAST_USED_RESOLUTION
-    return ResolvedKey(tenant_id, key_id, frozenset(capabilities), needs_touch=stale, agent=agent)
+    return ResolvedKey(
+        tenant_id,
+        key_id,
+        frozenset(capabilities),
+        needs_touch=stale,
+        agent=agent,
+        expires_at=expires_at,
+    )
 
 
 def touch(conn: Connection, tenant_id: UUID, key_id: UUID, *, now: datetime) -> None:
