@@ -65,6 +65,7 @@ from tenantguard.models.chat import (
     parse_openai,
     sse_data,
 )
+from tenantguard.pii.sentinel import Redacted
 from tenantguard.quotas.core import Subject
 
 router = APIRouter(tags=["models"])
@@ -198,7 +199,13 @@ def _prepare(rt: Runtime, ctx: TenantContext, body: ChatRequest, run_id: UUID | 
     call.probe()
     resolved = model_providers.resolve(rt.db, ctx, rt.keyring, body.model, now=rt.clock.now())
     texts = [m.text() for m in body.messages]
-    redacted = rt.sentinel.redact_many(ctx, texts, channel="prompt", conversation=call.conversation)
+    # Text with nothing to find passes as it is, whatever the policy: no transaction for it.
+    if any(rt.sentinel.scan(text) for text in texts):
+        redacted = rt.sentinel.redact_many(
+            ctx, texts, channel="prompt", conversation=call.conversation
+        )
+    else:
+        redacted = [Redacted(text, [], 0) for text in texts]
     originals = {
         f.token: text[f.start : f.end]
         for text, r in zip(texts, redacted, strict=True)
@@ -313,9 +320,11 @@ def chat_completions(
     finally:
         response.close()
     completion = (parse_anthropic if p.anthropic else parse_openai)(document, body.model)
-    text = rt.sentinel.redact(
-        ctx, completion.text, channel="completion", conversation=p.call.conversation
-    ).text
+    text = completion.text
+    if rt.sentinel.scan(text):
+        text = rt.sentinel.redact(
+            ctx, text, channel="completion", conversation=p.call.conversation
+        ).text
     text = p.restorer.feed(text) + p.restorer.finish()
     p.call.audit(
         "model.call",
