@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from tenantguard.context import AGENT_NAME
 from tenantguard.errors import RequestInvalid
 
 Metric = Literal["requests", "tool_calls", "messages", "tokens", "spend"]
@@ -44,7 +45,7 @@ MAX_LIMITS = 100
 MAX_COST = 10**12  # one consumption; with MAX_LIMIT, keeps every value exact in a double
 _TAT_CAP = 2**40  # a rate's TAT is at most ~12.7 days ahead, however much was forced
 _COUNT_CAP = 2**52  # a window's count saturates here (the Redis store's Lua is doubles)
-_AGENT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_AGENT = re.compile(AGENT_NAME)
 
 
 class QuotaPolicyInvalid(RequestInvalid):
@@ -227,6 +228,11 @@ class Verdict:
     refused_by: Check | None = None
     retry_after: int | None = None
     exhausted: tuple[Check, ...] = ()
+
+    @property
+    def run_budget_used_up(self) -> bool:
+        """This consumption left a run's budget with nothing over: the run stops."""
+        return any(check.limit.scope == "run" for check in self.exhausted)
 
 
 def decide(

@@ -97,8 +97,22 @@ class Meter:
     def checks(
         self, tenant_id: UUID, metric: Metric, subject: Subject, conn: Connection | None = None
     ) -> tuple[Check, ...]:
-        now = _micros(self._clock)
-        return checks_for((*self.platform, *self.limits(tenant_id, conn)), metric, subject, now)
+        """The checks a consumption of `metric` by `subject` would pass now."""
+        now = micros(self._clock.now())
+        return self._checks(tenant_id, metric, subject, now=now, conn=conn, own_limits=True)
+
+    def _checks(
+        self,
+        tenant_id: UUID,
+        metric: Metric,
+        subject: Subject,
+        *,
+        now: int,
+        conn: Connection | None,
+        own_limits: bool,
+    ) -> tuple[Check, ...]:
+        own = self.limits(tenant_id, conn) if own_limits else ()
+        return checks_for((*self.platform, *own), metric, subject, now)
 
     def charge(
         self,
@@ -116,18 +130,12 @@ class Meter:
         the caller's transaction of the tenant (see `QuotaStore.consume`). Without
         `own_limits`, only the platform's limits apply (a tenant's own limits never lock it
         out of changing them)."""
-        now = _micros(self._clock)
-        own = self.limits(tenant_id, conn) if own_limits else ()
-        limits = (*self.platform, *own)
-        checks = checks_for(limits, metric, subject, now)
+        now = micros(self._clock.now())
+        checks = self._checks(tenant_id, metric, subject, now=now, conn=conn, own_limits=own_limits)
         verdict = self.store.consume(tenant_id, checks, cost=cost, now=now, force=force, conn=conn)
         if not verdict.allowed:
             raise refusal(verdict)
         return verdict
-
-
-def _micros(clock: Clock) -> int:
-    return micros(clock.now())
 
 
 def read_tenant_policy(conn: Connection, tenant_id: UUID) -> tuple[Limit, ...]:

@@ -54,7 +54,7 @@ class QuotaStore(Protocol):
     def usage(self, tenant_id: UUID, keys: Sequence[str]) -> dict[str, int]: ...
 
 
-def _micros(at: int) -> datetime:
+def _datetime(at: int) -> datetime:
     return datetime.fromtimestamp(at / 1_000_000, tz=UTC)
 
 
@@ -106,7 +106,7 @@ class PostgresQuotaStore:
             # forgets by itself within its period anyway), so this commit need not wait for
             # the disk. Windows and budgets are charged durably.
             tx.execute("SELECT set_config('synchronous_commit', 'off', true)")
-        expires = [None if c.expires is None else _micros(c.expires) for c in checks]
+        expires = [None if c.expires is None else _datetime(c.expires) for c in checks]
         # One statement makes the missing rows and locks them all, in key order.
         rows = tx.execute(
             "INSERT INTO tenantguard.quota_state AS q (tenant_id, key, value, expires_at)"

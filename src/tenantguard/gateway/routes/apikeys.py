@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from tenantguard.context import TenantContext
+from tenantguard.context import AGENT_NAME, TenantContext
 from tenantguard.gateway.auth import Authorize, denials_audited
 from tenantguard.gateway.runtime import runtime
 from tenantguard.identity import keystore
@@ -37,7 +37,7 @@ class ApiKeyCreate(BaseModel):
     expires_in_seconds: int | None = Field(default=None, ge=60, le=366 * 86_400)
     agent: str | None = Field(
         default=None,
-        pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$",
+        pattern=f"^{AGENT_NAME}$",
         description="Bind the key to this agent: it acts only in that agent's runs.",
     )
 

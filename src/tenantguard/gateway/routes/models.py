@@ -142,7 +142,7 @@ class _Call:
                 force=True,
                 conn=tx,
             )
-            if any(c.limit.scope == "run" for c in verdict.exhausted):
+            if verdict.run_budget_used_up:
                 exhausted.append(metric)
         if exhausted and self.run is not None:
             reason = f"budget_exhausted:{exhausted[0]}"
@@ -189,12 +189,11 @@ class _Prepared:
 
 def _prepare(rt: Runtime, ctx: TenantContext, body: ChatRequest, run_id: UUID | None) -> _Prepared:
     """Steps 2 to 4: the run, the budgets, the tenant's provider, the redacted prompt."""
-    run = None
-    if run_id is not None:
-        with rt.db.tenant_transaction(ctx.tenant_id) as tx:
-            run = runs.get_run(tx, ctx, run_id)
-        if run.status == "stopped":
-            raise runs.RunStopped()
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:  # the reads, in one transaction
+        run = runs.get_run(tx, ctx, run_id) if run_id is not None else None
+        egress = egress_store.policy_for(tx, ctx.tenant_id, rt.egress)
+    if run is not None and run.status == "stopped":
+        raise runs.RunStopped()
     call = _Call(rt, ctx, body, run)
     call.probe()
     resolved = model_providers.resolve(rt.db, ctx, rt.keyring, body.model, now=rt.clock.now())
@@ -219,8 +218,6 @@ def _prepare(rt: Runtime, ctx: TenantContext, body: ChatRequest, run_id: UUID | 
     anthropic = resolved.kind in ANTHROPIC_KINDS
     upstream = anthropic_body(body, messages) if anthropic else openai_body(body, messages)
     url, headers = _endpoint(resolved)
-    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
-        egress = egress_store.policy_for(tx, ctx.tenant_id, rt.egress)
     facts: dict[str, Any] = {
         "provider": resolved.provider,
         "shared": resolved.shared,

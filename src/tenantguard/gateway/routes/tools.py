@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tenantguard.audit.store import record_action
-from tenantguard.context import TenantContext
+from tenantguard.context import AGENT_NAME, TenantContext
 from tenantguard.data import egress as egress_store
 from tenantguard.data import runs
 from tenantguard.data import tools as store
@@ -41,7 +41,7 @@ ManagePolicy = Annotated[TenantContext, Depends(Authorize("tool_policy:manage"))
 ManageEgress = Annotated[TenantContext, Depends(Authorize("egress_policy:manage"))]
 Call = Annotated[TenantContext, Depends(Authorize("tools:call"))]
 Decide = Annotated[TenantContext, Depends(Authorize("approvals:decide"))]
-AgentName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+AgentName = Annotated[str, Field(pattern=f"^{AGENT_NAME}$")]
 
 
 class ToolCallDenied(CapabilityDenied):
@@ -349,7 +349,7 @@ def _charge(
             if exhausted:  # the messages already counted used a run budget up: it stops
                 runs.stop_run(tx, ctx, run.id, reason=f"budget_exhausted:{exhausted[0]}", now=now)
             return limited
-        if any(check.limit.scope == "run" for check in verdict.exhausted):
+        if verdict.run_budget_used_up:
             exhausted.append(metric)
     if exhausted:
         runs.stop_run(tx, ctx, run.id, reason=f"budget_exhausted:{exhausted[0]}", now=now)
