@@ -14,7 +14,7 @@ from tenantguard.crypto.keyring import Keyring
 from tenantguard.data import model_providers, secrets
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
-from tenantguard.errors import ModelProviderMissing
+from tenantguard.errors import DecryptionFailed, ModelProviderMissing
 from tenantguard.testing import FakeClock
 
 AsTenant = Callable[[str], tuple[NewTenant, dict[str, str]]]
@@ -96,14 +96,88 @@ def test_resolution_uses_the_tenants_own_key(
     resolved = model_providers.resolve(
         db, ctx_of(tenant.tenant_id), keyring, "gpt-4o", now=clock.now()
     )
-    assert (resolved.provider, resolved.shared) == ("main", False)
+    assert (resolved.provider, resolved.shared, resolved.key_version) == ("main", False, 1)
     assert resolved.api_key is not None
     assert resolved.api_key.get_secret_value() == "sk-acme"
     with db.tenant_transaction(tenant.tenant_id) as tx:
-        read, resolved_event = list_events(tx, tenant_id=tenant.tenant_id)[-2:]
+        read = list_events(tx, tenant_id=tenant.tenant_id)[-1]
     assert (read.action, read.target_id) == ("secret.read", "openai-key")
     assert '"use":"model:main"' in read.payload
-    assert (resolved_event.action, resolved_event.target_id) == ("model.resolve", "gpt-4o")
+
+
+def _reads(db: Database, tenant_id: object) -> list[str]:
+    with db.tenant_transaction(tenant_id) as tx:  # type: ignore[arg-type]
+        events = list_events(tx, tenant_id=tenant_id)  # type: ignore[arg-type]
+    return [e.payload for e in events if e.action == "secret.read"]
+
+
+def test_recent_reads_audit_a_hot_key_once_a_minute_and_every_new_version(
+    client: TestClient, as_tenant: AsTenant, db: Database, keyring: Keyring, clock: FakeClock
+) -> None:
+    """With `RecentReads`, the first read of a (secret, version, use) is audited, repeats
+    within its window are not, and a new version, the window's end or a shredded key are
+    never served from it."""
+    tenant, h = as_tenant("acme")
+    client.put("/api/secrets/openai-key", json={"value": "sk-one"}, headers=h)
+    client.put(
+        f"{URL}/main",
+        json={"kind": "openai", "secret": "openai-key", "models": ["gpt-4o"]},
+        headers=h,
+    )
+    ticks = [0.0]
+    recent = secrets.RecentReads(seconds=60, monotonic=lambda: ticks[0])
+    ctx = ctx_of(tenant.tenant_id)
+
+    def key() -> str:
+        found = model_providers.resolve(db, ctx, keyring, "gpt-4o", now=clock.now(), recent=recent)
+        assert found.api_key is not None
+        return found.api_key.get_secret_value()
+
+    assert [key(), key(), key()] == ["sk-one"] * 3
+    assert len(_reads(db, tenant.tenant_id)) == 1
+    client.put("/api/secrets/openai-key", json={"value": "sk-two"}, headers=h)
+    assert [key(), key()] == ["sk-two"] * 2  # a new version: read afresh, audited once
+    assert len(_reads(db, tenant.tenant_id)) == 2
+    assert '"version":2' in _reads(db, tenant.tenant_id)[-1]
+    ticks[0] = 61.0
+    assert key() == "sk-two"
+    assert len(_reads(db, tenant.tenant_id)) == 3  # the window ended
+    with db.tenant_transaction(tenant.tenant_id) as tx:
+        keyring.destroy_all(tx, ctx)
+    with pytest.raises(DecryptionFailed):  # a shredded key stops a recent read too
+        key()
+
+
+def test_a_rolled_back_read_is_not_remembered(
+    client: TestClient, as_tenant: AsTenant, db: Database, keyring: Keyring, clock: FakeClock
+) -> None:
+    """The vault never remembers a read itself: the caller marks it once its transaction has
+    committed, so the audit of a read that rolled back is not taken for done."""
+    tenant, h = as_tenant("acme")
+    client.put("/api/secrets/k", json={"value": "sk-one"}, headers=h)
+    recent = secrets.RecentReads()
+    ctx = ctx_of(tenant.tenant_id)
+    held: list[secrets.Unsealed] = []
+
+    def fail_after_the_read() -> None:
+        with db.tenant_transaction(tenant.tenant_id) as tx:
+            read = secrets.read_current(
+                tx, ctx, keyring, "k", use="t", now=clock.now(), recent=recent
+            )
+            held.append(read)
+            raise RuntimeError("the caller fails before the commit")
+
+    with pytest.raises(RuntimeError):
+        fail_after_the_read()
+    assert held[0].audited is not None
+    assert not recent.fresh(held[0].audited)
+    assert _reads(db, tenant.tenant_id) == []  # rolled back with its transaction
+    with db.tenant_transaction(tenant.tenant_id) as tx:
+        again = secrets.read_current(tx, ctx, keyring, "k", use="t", now=clock.now(), recent=recent)
+    recent.mark(again.audited)
+    assert again.audited is not None
+    assert recent.fresh(again.audited)
+    assert len(_reads(db, tenant.tenant_id)) == 1
 
 
 def test_no_provider_is_a_typed_refusal_never_a_shared_pool(

@@ -6,6 +6,7 @@ Tests marked `xfail(strict=True)` demonstrate a defect; remove the marker with t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
@@ -20,6 +21,7 @@ from tenantguard.data import model_providers, secrets
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.errors import ModelProviderMissing
+from tenantguard.models.stub import StubProvider
 from tenantguard.testing import FakeClock
 
 AsTenant = Callable[[str], tuple[NewTenant, dict[str, str]]]
@@ -270,22 +272,21 @@ def test_an_ungranted_shared_provider_stays_unusable_when_another_is_granted(
     assert resolved.provider != ungranted
 
 
-def test_resolving_to_an_own_keyless_provider_is_audited(
-    client: TestClient, as_tenant: AsTenant, db: Database, keyring: Keyring, clock: FakeClock
+def test_a_call_to_an_own_keyless_provider_is_audited_with_its_name(
+    client: TestClient, as_tenant: AsTenant, db: Database, stub: StubProvider
 ) -> None:
-    """Every resolution leaves an event in the tenant's audit chain."""
+    """A provider without a key reads nothing from the vault; the call's own event says
+    which provider served it (no key version)."""
     tenant, h = as_tenant("acme")
-    body = {"kind": "ollama", "base_url": "http://llm.internal:11434", "models": ["llama3"]}
+    body = {"kind": "ollama", "base_url": stub.base_url + "/v1", "models": ["llama3"]}
     assert put_provider(client, h, body, name="local") == 200
+    message = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", json=message, headers=h).status_code == 200
     with db.tenant_transaction(tenant.tenant_id) as tx:
-        before = len(list_events(tx, tenant_id=tenant.tenant_id, limit=1000))
-    resolved = model_providers.resolve(
-        db, ctx_of(tenant.tenant_id), keyring, "llama3", now=clock.now()
-    )
-    assert (resolved.provider, resolved.api_key) == ("local", None)
-    with db.tenant_transaction(tenant.tenant_id) as tx:
-        after = list_events(tx, tenant_id=tenant.tenant_id, limit=1000)
-    assert len(after) > before
+        events = list_events(tx, tenant_id=tenant.tenant_id, limit=1000)
+    (call,) = [json.loads(e.payload) for e in events if e.action == "model.call"]
+    assert (call["provider"], call["key_version"]) == ("local", None)
+    assert not [e for e in events if e.action == "secret.read"]
 
 
 def test_provider_audit_names_the_secret_it_uses(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 from pydantic import SecretStr
 
 from tenantguard.db import Database, migrate
-from tenantguard.errors import Conflict, DatabaseUnavailable
+from tenantguard.errors import Conflict, DatabaseUnavailable, RequestInvalid
 from tenantguard.testing import TestDatabase
 
 
@@ -43,6 +44,54 @@ def test_session_state_does_not_survive_a_checkout(single: Database) -> None:
     assert _context(single) in (None, "")
     with single.system_transaction() as tx:
         assert tx.execute("SHOW statement_timeout").fetchone() != ("1ms",)
+
+
+def test_a_connection_the_server_dropped_is_replaced_before_use(
+    single: Database, pg: TestDatabase
+) -> None:
+    """A pooled connection whose backend was terminated while idle fails its prologue and is
+    replaced: the caller gets a working transaction, not the dead connection's error."""
+    with single.system_transaction() as tx:
+        row = tx.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    with psycopg.connect(pg.app_url.get_secret_value(), autocommit=True) as other:
+        assert other.execute("SELECT pg_terminate_backend(%s)", (row[0],)).fetchone() == (True,)
+    with single.system_transaction() as tx:
+        again = tx.execute("SELECT pg_backend_pid()").fetchone()
+    assert again is not None
+    assert again[0] != row[0]
+
+
+def _fail_inside(db: Database, tenant: UUID) -> None:
+    with db.tenant_transaction(tenant) as tx:
+        tx.execute("SELECT 1 / 0")  # the transaction is now aborted
+
+
+def test_a_failed_transaction_leaves_nothing_open(single: Database) -> None:
+    """After an error inside a transaction it is rolled back: the next checkout (the same
+    connection) starts a clean transaction, with no tenant."""
+    with pytest.raises(RequestInvalid):  # division by zero is a data error
+        _fail_inside(single, uuid4())
+    assert _context(single) in (None, "")
+
+
+def _sync(tx: psycopg.Connection[tuple[object, ...]]) -> object:
+    row = tx.execute("SHOW synchronous_commit").fetchone()
+    return None if row is None else row[0]
+
+
+def test_only_a_transaction_that_asks_commits_without_waiting_for_the_disk(
+    single: Database,
+) -> None:
+    """`durable=False` is this transaction's alone: the next one on the same connection, and
+    every default one, waits for the disk."""
+    tenant = uuid4()
+    with single.tenant_transaction(tenant, durable=False) as tx:
+        assert _sync(tx) == "off"
+    with single.tenant_transaction(tenant) as tx:
+        assert _sync(tx) == "on"
+    with single.system_transaction() as tx:
+        assert _sync(tx) == "on"
 
 
 def test_prepared_statements_survive_the_reset(single: Database) -> None:

@@ -87,6 +87,26 @@ def test_a_stream_in_openai_chunks_with_usage_and_both_audits(
     assert json.loads(end.payload)["tokens"]["completion_tokens"] == 4
 
 
+def test_each_call_names_its_key_and_a_new_key_is_used_and_audited_at_once(
+    client: TestClient, as_tenant: AsTenant, stub: StubProvider, db: Database
+) -> None:
+    """The vault audits the provider key's read once a minute per process, not every call;
+    every call's own event names the provider and the key version it used, and a rotated key
+    is read (and audited) on the very next call."""
+    tenant, h = as_tenant("t")
+    configure(client, h, stub)
+    for _ in range(3):
+        assert chat(client, h, "hello").status_code == 200
+    assert client.put("/api/secrets/llm-key", json={"value": "sk-rotated"}, headers=h).is_success
+    assert chat(client, h, "hello").status_code == 200
+    keys = [r.headers["Authorization"] for r in stub.received]
+    assert keys == [f"Bearer {PROVIDER_KEY}"] * 3 + ["Bearer sk-rotated"]
+    reads = [json.loads(e.payload) for e in _events(db, tenant.tenant_id, "secret.read")]
+    assert reads == [{"use": "model:stub", "version": 1}, {"use": "model:stub", "version": 2}]
+    calls = [json.loads(e.payload) for e in _events(db, tenant.tenant_id, "model.call")]
+    assert [(c["provider"], c["key_version"]) for c in calls] == [("stub", 1)] * 3 + [("stub", 2)]
+
+
 def test_a_tenant_without_a_provider_gets_a_typed_problem_and_no_shared_pool(
     client: TestClient, as_tenant: AsTenant, stub: StubProvider
 ) -> None:

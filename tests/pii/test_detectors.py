@@ -5,8 +5,11 @@ long inputs keep their spans well-formed (and finish: a catastrophic pattern wou
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
+import random
+import string
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -15,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tenantguard.identity import apikeys
+from tenantguard.pii.corpus import generate
 from tenantguard.pii.detectors import (
     DetectorRegistry,
     PatternDetector,
@@ -236,3 +240,20 @@ def test_very_long_inputs_are_scanned_whole() -> None:
         s for s in REGISTRY.scan(text, ["email"]) if text[s.start : s.end] == "ada@acme.example"
     ]
     assert [s.start for s in spans] == [len(filler)]
+
+
+def test_the_prefilter_changes_no_finding() -> None:
+    """Skipping a patterned detector whose pattern matches nowhere is only a shortcut: on the
+    labelled corpus, identifiers and random text, both registries find exactly the same."""
+    fast = DetectorRegistry(default_detectors())
+    full = DetectorRegistry(default_detectors(), prefilter=False)
+    rng = random.Random(7)
+    alphabet = string.printable + "éß€\u00a0\u200b\uff20\uff11"
+    corpus = [s.text for s in generate(1500, seed=5)]
+    wide = str.maketrans({str(d): chr(0xFF10 + d) for d in range(10)} | {"@": "\uff20"})
+    texts = corpus + [t.translate(wide) for t in corpus] + ["\u200b".join(t) for t in corpus[:300]]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(1500)]
+    texts += [hashlib.sha256(str(i).encode()).hexdigest() for i in range(500)]
+    for text in texts:
+        assert fast.scan(text) == full.scan(text), text
+    assert sum(bool(full.scan(t)) for t in texts) > 1000  # the texts do hold findings

@@ -4,7 +4,9 @@ A tenant's provider names a kind, a base URL, the vault secret that holds its ke
 models it may serve. `resolve(model)` finds the tenant's own provider for the model, or one
 shared with the tenant by an explicit, audited grant; otherwise it raises
 `ModelProviderMissing`. There is no silent shared pool: a request uses the tenant's own
-credential or a granted one, or fails, and the audit says which.
+credential or a granted one, or fails, and the audit says which: a denial and a shared
+provider's use as `model.resolve`; the tenant's own key's read as the vault's `secret.read`
+(with `RecentReads`, once a minute; the caller's event of each call names the key's version).
 
 Reaching private endpoints (Ollama, vLLM) additionally needs an egress grant (agents issue).
 """
@@ -63,6 +65,8 @@ class ResolvedModel:
     model: str
     api_key: SecretStr | None
     shared: bool
+    key_version: int | None = None  # the vault version of `api_key`, for the call's audit
+    audited: secrets.ReadKey | None = None  # to `RecentReads.mark` once committed
 
 
 def _provider(row: tuple[object, ...]) -> ModelProvider:
@@ -254,40 +258,64 @@ def _serving(
     return None if row is None else _provider(row)
 
 
-def _key(
+def resolve(
+    db: Database,
+    ctx: TenantContext,
+    keyring: Keyring,
+    model: str,
+    *,
+    now: datetime,
+    recent: secrets.RecentReads | None = None,
+) -> ResolvedModel:
+    """The provider and key for `model`, acting for `ctx`'s tenant: its own provider, else a
+    granted shared one, else `ModelProviderMissing`."""
+    with db.tenant_transaction(ctx.tenant_id) as tx:
+        own = resolve_own(tx, ctx, keyring, model, now=now, recent=recent)
+    if own is None:
+        return resolve_shared(db, ctx, keyring, model, now=now)
+    if recent is not None:
+        recent.mark(own.audited)
+    return own
+
+
+def resolve_own(
     conn: Connection,
     ctx: TenantContext,
     keyring: Keyring,
-    provider: ModelProvider,
+    model: str,
     *,
-    use: str,
     now: datetime,
-) -> SecretStr | None:
-    if provider.secret_name is None:
+    recent: secrets.RecentReads | None = None,
+) -> ResolvedModel | None:
+    """The tenant's own provider for `model` and its key, in the caller's transaction `conn`
+    (mark `audited` in `recent` once it commits), or None."""
+    own = _serving(conn, ctx.tenant_id, model)
+    if own is None:
         return None
-    value = secrets.read(conn, ctx, keyring, provider.secret_name, use=use, now=now)
-    return SecretStr(value.decode("utf-8"))
+    if own.secret_name is None:
+        return ResolvedModel(own.name, own.kind, own.base_url, model, None, shared=False)
+    unsealed = secrets.read_current(
+        conn, ctx, keyring, own.secret_name, use=f"model:{own.name}", now=now, recent=recent
+    )
+    return ResolvedModel(
+        own.name,
+        own.kind,
+        own.base_url,
+        model,
+        SecretStr(unsealed.value.decode("utf-8")),
+        shared=False,
+        key_version=unsealed.version,
+        audited=unsealed.audited,
+    )
 
 
-def resolve(
+def resolve_shared(
     db: Database, ctx: TenantContext, keyring: Keyring, model: str, *, now: datetime
 ) -> ResolvedModel:
-    """The provider and key for `model`, acting for `ctx`'s tenant: its own provider, else a
-    granted shared one, else `ModelProviderMissing`. Every outcome is audited."""
+    """A platform provider shared with `ctx`'s tenant by a live grant, for a tenant with none
+    of its own for `model`; else `ModelProviderMissing`. Audited in the tenant's chain either
+    way, every call; the platform key's read in the platform's."""
     with db.tenant_transaction(ctx.tenant_id) as tx:
-        own = _serving(tx, ctx.tenant_id, model)
-        if own is not None:
-            key = _key(tx, ctx, keyring, own, use=f"model:{own.name}", now=now)
-            record_action(
-                tx,
-                ctx,
-                action="model.resolve",
-                target_type="model",
-                target_id=model,
-                now=now,
-                payload={"provider": own.name, "shared": False},
-            )
-            return ResolvedModel(own.name, own.kind, own.base_url, model, key, shared=False)
         granted = [
             str(r[0])
             for r in tx.execute(
@@ -299,17 +327,11 @@ def resolve(
     platform = TenantContext(PLATFORM_TENANT_ID, ctx.principal, frozenset(), ctx.request_id)
     with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
         shared = _serving(tx, PLATFORM_TENANT_ID, model, among=granted)
-        usable = shared is not None
         key = None
-        if usable and shared is not None:
-            key = _key(
-                tx,
-                platform,
-                keyring,
-                shared,
-                use=f"model:{shared.name}:for:{ctx.tenant_id}",
-                now=now,
-            )
+        if shared is not None and shared.secret_name is not None:
+            use = f"model:{shared.name}:for:{ctx.tenant_id}"
+            value = secrets.read(tx, platform, keyring, shared.secret_name, use=use, now=now)
+            key = SecretStr(value.decode("utf-8"))
     with db.tenant_transaction(ctx.tenant_id) as tx:
         record_action(
             tx,
@@ -318,10 +340,10 @@ def resolve(
             target_type="model",
             target_id=model,
             now=now,
-            outcome="success" if usable else "denied",
-            reason="" if usable else "no_provider",
-            payload={"shared_provider": shared.name if usable and shared else None},
+            outcome="success" if shared is not None else "denied",
+            reason="" if shared is not None else "no_provider",
+            payload={"shared_provider": shared.name if shared is not None else None},
         )
-    if not usable or shared is None:
+    if shared is None:
         raise ModelProviderMissing()
     return ResolvedModel(shared.name, shared.kind, shared.base_url, model, key, shared=True)

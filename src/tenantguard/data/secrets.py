@@ -5,10 +5,21 @@ A value goes in through `write`, sealed under the tenant's data key for the
 code paths acting for that tenant call (model routing, tools); every read is audited. There is
 no global fallback: a name that the tenant has not written does not exist, whoever asks.
 Deleting a secret wipes the ciphertext of every version.
+
+A hot path that uses the same secret on every call (a model provider's key) passes
+`RecentReads`: the vault then audits the first read of a (secret, version, use) in this process
+and again once `RecentReads.seconds` have passed, not every call, and the caller's own event of
+each call names the version it used. Every read still opens the ciphertext through the keyring
+(a shredded key stops it at once), and a new version, a deleted secret or another use is a new
+audited read.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -151,21 +162,87 @@ def delete(conn: Connection, ctx: TenantContext, name: str, *, now: datetime) ->
     )
 
 
-def read(
-    conn: Connection, ctx: TenantContext, keyring: Keyring, name: str, *, use: str, now: datetime
-) -> bytes:
-    """The current value, for server-side use by `ctx`'s tenant only. Audited with `use`."""
-    info = _live(conn, ctx.tenant_id, name, lock=True)
+ReadKey = tuple[UUID, UUID, int, str]  # (tenant, secret, version, use)
+
+
+class RecentReads:
+    """The audited reads of this process within `seconds`, by (tenant, secret, version, use),
+    bounded to `size` (the oldest forgotten first: forgetting only means one more audit)."""
+
+    def __init__(
+        self,
+        seconds: float = 60.0,
+        size: int = 10_000,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds, self._size, self._monotonic = seconds, size, monotonic
+        self._lock = threading.Lock()
+        self._until: OrderedDict[ReadKey, float] = OrderedDict()
+
+    def fresh(self, key: ReadKey) -> bool:
+        with self._lock:
+            until = self._until.get(key)
+            return until is not None and until > self._monotonic()
+
+    def mark(self, key: ReadKey | None) -> None:
+        """Remember an audited read whose transaction has committed (None: nothing to)."""
+        if key is None:
+            return
+        with self._lock:
+            self._until[key] = self._monotonic() + self.seconds
+            self._until.move_to_end(key)
+            while len(self._until) > self._size:
+                self._until.popitem(last=False)
+
+
+def _current(
+    conn: Connection, tenant_id: UUID, keyring: Keyring, name: str, *, lock: bool
+) -> tuple[SecretInfo, bytes]:
+    """The live secret `name` and its current value, opened, in one round trip."""
+    columns = ", ".join(f"s.{c.strip()}" for c in _COLUMNS.split(","))
     row = conn.execute(
-        "SELECT value FROM tenantguard.secret_versions WHERE tenant_id = %s AND secret_id = %s"
-        " AND version = %s",
-        (ctx.tenant_id, info.id, info.current_version),
+        f"SELECT {columns}, v.value FROM tenantguard.secrets s"
+        " LEFT JOIN tenantguard.secret_versions v ON v.tenant_id = s.tenant_id"
+        " AND v.secret_id = s.id AND v.version = s.current_version"
+        " WHERE s.tenant_id = %s AND s.name = %s AND s.deleted_at IS NULL"
+        + (" FOR UPDATE OF s" if lock else ""),
+        (tenant_id, name),
     ).fetchone()
-    if row is None or row[0] is None:
+    if row is None or row[-1] is None:
         raise NotFound()
-    value = SECRET_VALUE.open(
-        keyring, conn, ctx.tenant_id, (info.id, info.current_version), bytes(row[0])
-    )
+    info = SecretInfo(*row[:-1])
+    key = (info.id, info.current_version)
+    return info, SECRET_VALUE.open(keyring, conn, tenant_id, key, bytes(row[-1]))
+
+
+@dataclass(frozen=True, slots=True)
+class Unsealed:
+    """A secret's value for one server-side use. `audited`: the read this transaction audited,
+    to `RecentReads.mark` once it has committed (a rolled-back audit must not count)."""
+
+    value: bytes
+    version: int
+    audited: ReadKey | None
+
+
+def read_current(
+    conn: Connection,
+    ctx: TenantContext,
+    keyring: Keyring,
+    name: str,
+    *,
+    use: str,
+    now: datetime,
+    recent: RecentReads | None = None,
+) -> Unsealed:
+    """The current value and its version, for server-side use by `ctx`'s tenant only.
+    Audited with `use`, unless `recent` holds this very read (see the module's note)."""
+    if recent is not None:
+        info, value = _current(conn, ctx.tenant_id, keyring, name, lock=False)
+        if recent.fresh((ctx.tenant_id, info.id, info.current_version, use)):
+            return Unsealed(value, info.current_version, None)
+    info, value = _current(conn, ctx.tenant_id, keyring, name, lock=True)
     conn.execute(
         "UPDATE tenantguard.secrets SET last_used_at = %s WHERE tenant_id = %s AND id = %s",
         (now, ctx.tenant_id, info.id),
@@ -179,4 +256,13 @@ def read(
         now=now,
         payload={"version": info.current_version, "use": use},
     )
-    return value
+    return Unsealed(
+        value, info.current_version, (ctx.tenant_id, info.id, info.current_version, use)
+    )
+
+
+def read(
+    conn: Connection, ctx: TenantContext, keyring: Keyring, name: str, *, use: str, now: datetime
+) -> bytes:
+    """The current value, for server-side use by `ctx`'s tenant only. Audited with `use`."""
+    return read_current(conn, ctx, keyring, name, use=use, now=now).value

@@ -1,9 +1,13 @@
 """The service's connection pool and the one place that sets the tenant context.
 
 Autocommit connections, explicit transactions, and a transaction-local
-`set_config('app.tenant_id', ..., true)`: the context dies with the transaction, and the pool's
-reset (`DISCARD ALL` but for prepared statements) clears any session state before a connection
-is handed out again. So a tenant context can never leak from one checkout to the next.
+`set_config('app.tenant_id', ..., true)`: the context dies with the transaction. Every
+transaction opens with one round trip, its prologue: the reset (`DISCARD ALL` but for prepared
+statements) that clears any session state a previous checkout left, `BEGIN`, and the tenant's
+binding. So a tenant context can never leak from one checkout to the next, and a transaction
+costs two round trips more than its statements (the prologue and `COMMIT`), not five (a
+checkout ping, a reset on return, `BEGIN` and the binding apart). A connection the server has
+dropped fails its prologue and is replaced by a fresh one, once, before the caller sees it.
 
 Driver exceptions are translated once, here (`map_db_errors`): callers see `TenantGuardError`s
 with safe details, never SQL, a constraint name or a value.
@@ -20,6 +24,7 @@ from uuid import UUID
 import psycopg
 import structlog
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import SecretStr
@@ -44,13 +49,16 @@ ACTIVE_SCREEN: ContextVar[AuditScreen | None] = ContextVar("tenantguard_audit_sc
 _log = structlog.get_logger("tenantguard.db")
 
 
-def set_tenant(conn: Connection, tenant_id: UUID) -> None:
-    """Bind `conn`'s current transaction to `tenant_id`. The only statement that does.
+def set_tenant(tenant_id: UUID) -> bytes:
+    """The statement that binds the current transaction to `tenant_id`. The only one that does.
 
     Transaction-local (`is_local = true`). A Citus deployment that needs `SET LOCAL` changes
-    this function and nothing else.
+    this function and nothing else. The text of a `UUID` is hex digits and dashes only: it is
+    a literal here because the prologue it ends is sent as one simple query.
     """
-    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+    if not isinstance(tenant_id, UUID):
+        raise TypeError("a tenant id is a UUID")
+    return f"SELECT set_config('app.tenant_id', '{tenant_id}', true)".encode("ascii")
 
 
 @contextlib.contextmanager
@@ -86,12 +94,30 @@ def map_db_errors() -> Iterator[None]:
 # state (the tenant is a transaction-local setting); everything else a session can hold goes.
 _RESET = (
     b"CLOSE ALL; RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();"
-    b" DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES;"
+    b" DISCARD TEMP; DISCARD SEQUENCES;"
 )
 
 
-def _reset(conn: Connection) -> None:
-    conn.execute(_RESET)
+def _prologue(tenant_id: UUID | None, *, durable: bool = True) -> bytes:
+    """The first round trip of a transaction: the reset, `BEGIN`, the tenant's binding, and,
+    for a transaction whose loss in a crash is harmless, a commit that does not wait for the
+    disk."""
+    bind = b" " + set_tenant(tenant_id) + b";" if tenant_id is not None else b""
+    lax = b"" if durable else b" SET LOCAL synchronous_commit = off;"
+    return _RESET + b" BEGIN;" + bind + lax
+
+
+def _end(conn: Connection, *, commit: bool) -> None:
+    """Commit, or roll back what a failure left open; a connection that cannot is closed (the
+    pool then replaces it)."""
+    if commit:
+        conn.execute(b"COMMIT")
+        return
+    if conn.pgconn.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        try:
+            conn.execute(b"ROLLBACK")
+        except psycopg.Error:
+            conn.close()
 
 
 @contextlib.contextmanager
@@ -126,8 +152,7 @@ class Database:
             kwargs={"autocommit": True, "application_name": application_name},
             min_size=min_size,
             max_size=max_size,
-            reset=_reset,
-            check=ConnectionPool.check_connection,
+            # No checkout ping and no reset on return: the prologue does both (module note).
             open=False,
             timeout=checkout_timeout,
             name="tenantguard",
@@ -147,29 +172,53 @@ class Database:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _checkout(self, prologue: bytes) -> Connection:
+        """A pooled connection with `prologue` run; one that the server dropped while idle is
+        discarded and one more is tried (a second failure is the caller's)."""
+        for attempt in (1, 2):
+            conn = self._pool.getconn()
+            try:
+                conn.execute(prologue)
+            except psycopg.OperationalError:
+                conn.close()
+                self._pool.putconn(conn)
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                _end(conn, commit=False)
+                self._pool.putconn(conn)
+                raise
+            return conn
+        raise AssertionError("unreachable")  # pragma: no cover
+
     @contextlib.contextmanager
-    def tenant_transaction(self, tenant_id: UUID) -> Iterator[Connection]:
+    def _transaction(self, tenant_id: UUID | None, *, durable: bool) -> Iterator[Connection]:
+        with _screening(self.audit_screen), map_db_errors():
+            conn = self._checkout(_prologue(tenant_id, durable=durable))
+            try:
+                yield conn
+                _end(conn, commit=True)
+            except BaseException:
+                _end(conn, commit=False)
+                raise
+            finally:
+                self._pool.putconn(conn)
+
+    @contextlib.contextmanager
+    def tenant_transaction(self, tenant_id: UUID, *, durable: bool = True) -> Iterator[Connection]:
         """A transaction bound to `tenant_id`: RLS shows and accepts that tenant's rows only.
 
         It commits when the block ends without an exception, before the caller answers: an
-        action is acknowledged only once its writes (and its audit event) are durable.
+        action is acknowledged only once its writes (and its audit event) are durable. Only
+        writes that a crash may lose (rate counters) pass `durable=False`: then the commit
+        does not wait for the disk (`synchronous_commit = off`, for this transaction only).
         """
-        with (
-            _screening(self.audit_screen),
-            map_db_errors(),
-            self._pool.connection() as conn,
-            conn.transaction(),
-        ):
-            set_tenant(conn, tenant_id)
+        with self._transaction(tenant_id, durable=durable) as conn:
             yield conn
 
     @contextlib.contextmanager
     def system_transaction(self) -> Iterator[Connection]:
         """A transaction with no tenant context: tenant tables show zero rows, refuse writes."""
-        with (
-            _screening(self.audit_screen),
-            map_db_errors(),
-            self._pool.connection() as conn,
-            conn.transaction(),
-        ):
+        with self._transaction(None, durable=True) as conn:
             yield conn

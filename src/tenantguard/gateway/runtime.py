@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +12,7 @@ from tenantguard.audit.checkpoints import Checkpointer
 from tenantguard.clock import Clock
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data.operator_access import OperatorAccess
+from tenantguard.data.secrets import RecentReads
 from tenantguard.db.pool import Database
 from tenantguard.egress.check import EgressPolicy
 from tenantguard.errors import ServiceUnavailable
@@ -55,6 +56,8 @@ class Runtime:
     data_root: Path  # tenants' workspaces live under <data_root>/orgs/<tenant_id>/
     model_clients: ModelClients  # model calls' egress clients, one per tenant and policy
     evidence_test_results: Path | None = None
+    # Vault reads on hot paths (a model provider's key): audited once a minute per use.
+    secret_reads: RecentReads = field(default_factory=RecentReads)
 
 
 def runtime(request: Request) -> Runtime:

@@ -78,8 +78,12 @@ class PostgresQuotaStore:
             return Verdict(True)
         if conn is not None:
             return self._consume(conn, tenant_id, checks, cost=cost, now=now, force=force)
-        with self._db.tenant_transaction(tenant_id) as tx:
-            return self._consume(tx, tenant_id, checks, cost=cost, now=now, force=force, own=True)
+        # Rates only: a crash may forget the last few milliseconds of counts (a rate forgets
+        # by itself within its period anyway), so this commit need not wait for the disk.
+        # Windows and budgets are charged durably.
+        durable = not all(c.limit.is_rate for c in checks)
+        with self._db.tenant_transaction(tenant_id, durable=durable) as tx:
+            return self._consume(tx, tenant_id, checks, cost=cost, now=now, force=force)
 
     @staticmethod
     def _consume(
@@ -90,9 +94,7 @@ class PostgresQuotaStore:
         cost: int,
         now: int,
         force: bool,
-        own: bool = False,
     ) -> Verdict:
-        """`own`: `tx` is this store's own transaction (not the caller's work)."""
         keys = [c.key for c in checks]  # sorted by checks_for: the lock order
         if cost == 0 and not force:  # a probe charges nothing: a plain read, no lock, no write
             rows = tx.execute(
@@ -101,11 +103,6 @@ class PostgresQuotaStore:
                 (tenant_id, keys),
             ).fetchall()
             return decide(checks, dict(rows), cost=0, now=now)[0]
-        if all(c.limit.is_rate for c in checks) and own:
-            # Rates only: a crash may forget the last few milliseconds of counts (a rate
-            # forgets by itself within its period anyway), so this commit need not wait for
-            # the disk. Windows and budgets are charged durably.
-            tx.execute("SELECT set_config('synchronous_commit', 'off', true)")
         expires = [None if c.expires is None else _datetime(c.expires) for c in checks]
         # One statement makes the missing rows and locks them all, in key order.
         rows = tx.execute(

@@ -112,19 +112,20 @@ class _Call:
         self.conversation = f"run:{run.id}" if run is not None else f"request:{ctx.request_id}"
         self.price = rt.prices.get(body.model)
 
-    def probe(self) -> None:
-        """Refuse if a token or spend budget has nothing left (charges nothing)."""
+    def probe(self, tx: Connection) -> tuple[str, BudgetExhausted] | None:
+        """The token or spend budget with nothing left, and its refusal (charges nothing),
+        read in `tx`; the caller stops the run (`stop`) once `tx` is done, then raises."""
         meter, tenant = self.rt.meter, self.ctx.tenant_id
-        if self.price is None and meter.checks(tenant, "spend", self.subject):
+        if self.price is None and meter.checks(tenant, "spend", self.subject, conn=tx):
             raise PriceUnknown()
         for metric in ("tokens", "spend"):
             try:
-                meter.charge(tenant, metric, self.subject, cost=0)
-            except BudgetExhausted:
-                self._stop(f"budget_exhausted:{metric}")
-                raise
+                meter.charge(tenant, metric, self.subject, cost=0, conn=tx)
+            except BudgetExhausted as refused:
+                return metric, refused
+        return None
 
-    def _stop(self, reason: str) -> None:
+    def stop(self, reason: str) -> None:
         if self.run is not None:
             with self.rt.db.tenant_transaction(self.ctx.tenant_id) as tx:
                 runs.stop_run(tx, self.ctx, self.run.id, reason=reason, now=self.rt.clock.now())
@@ -189,14 +190,29 @@ class _Prepared:
 
 def _prepare(rt: Runtime, ctx: TenantContext, body: ChatRequest, run_id: UUID | None) -> _Prepared:
     """Steps 2 to 4: the run, the budgets, the tenant's provider, the redacted prompt."""
-    with rt.db.tenant_transaction(ctx.tenant_id) as tx:  # the reads, in one transaction
+    # The reads, and the tenant's own provider with its key, in one transaction.
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
         run = runs.get_run(tx, ctx, run_id) if run_id is not None else None
+        if run is not None and run.status == "stopped":
+            raise runs.RunStopped()
         egress = egress_store.policy_for(tx, ctx.tenant_id, rt.egress)
-    if run is not None and run.status == "stopped":
-        raise runs.RunStopped()
-    call = _Call(rt, ctx, body, run)
-    call.probe()
-    resolved = model_providers.resolve(rt.db, ctx, rt.keyring, body.model, now=rt.clock.now())
+        call = _Call(rt, ctx, body, run)
+        exhausted = call.probe(tx)
+        own = None
+        if exhausted is None:
+            now = rt.clock.now()
+            own = model_providers.resolve_own(
+                tx, ctx, rt.keyring, body.model, now=now, recent=rt.secret_reads
+            )
+    if exhausted is not None:
+        metric, refused = exhausted
+        call.stop(f"budget_exhausted:{metric}")
+        raise refused
+    if own is not None:
+        rt.secret_reads.mark(own.audited)
+    resolved = own or model_providers.resolve_shared(
+        rt.db, ctx, rt.keyring, body.model, now=rt.clock.now()
+    )
     texts = [m.text() for m in body.messages]
     # Text with nothing to find passes as it is, whatever the policy: no transaction for it.
     if any(rt.sentinel.scan(text) for text in texts):
@@ -221,6 +237,7 @@ def _prepare(rt: Runtime, ctx: TenantContext, body: ChatRequest, run_id: UUID | 
     facts: dict[str, Any] = {
         "provider": resolved.provider,
         "shared": resolved.shared,
+        "key_version": resolved.key_version,
         "prompt_sha256": _digest(upstream),
         "redacted": sum(len(r.findings) for r in redacted),
     }
