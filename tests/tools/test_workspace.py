@@ -5,7 +5,9 @@ in self_hosted deployments, where a write waits for approval unless the tenant p
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,14 @@ from tenantguard.errors import NotFound, RequestInvalid
 from tenantguard.gateway import create_app
 from tenantguard.settings import Settings
 from tenantguard.testing import FakeClock
-from tenantguard.tools.workspace import MAX_FILE_BYTES, PathRefused, Workspace, workspace_root
+from tenantguard.tools.workspace import (
+    MAX_FILE_BYTES,
+    PathRefused,
+    Usage,
+    Workspace,
+    WorkspaceFull,
+    workspace_root,
+)
 from tests.support import bearer
 
 MakeTenant = Callable[[str], NewTenant]
@@ -170,3 +179,68 @@ def test_each_tenant_has_its_own_workspace_and_writes_need_approval(
     assert "A's plan" not in refused.text
     mine = _call(client, ha, run_a, "file_read", path="plan.txt")
     assert mine.json()["output"]["content"] == "A's plan"
+
+
+def test_the_whole_workspace_is_bounded_and_a_refused_write_writes_nothing(tmp_path: Path) -> None:
+    space = Workspace(tmp_path / "ws", max_bytes=100, max_entries=4)
+    assert space.write("a.txt", b"x" * 60) == 60
+    with pytest.raises(WorkspaceFull):
+        space.write("b.txt", b"y" * 60)  # 120 bytes in all
+    assert not (space.root / "b.txt").exists()
+    assert space.write("a.txt", b"z" * 90) == 90  # a file rewritten frees its old size
+    assert space.write("d/e.txt", b"") == 0  # entries: a.txt, d, d/e.txt
+    with pytest.raises(WorkspaceFull):
+        space.write("f/g/h.txt", b"")  # three more entries
+    assert not (space.root / "f").exists()
+    assert space.usage() == Usage(90, 3)
+    assert [p.name for p in space.root.iterdir() if p.name.startswith(".tg-")] == []
+
+
+def test_usage_never_follows_a_link(tmp_path: Path, outside: Path) -> None:
+    """A link to a big directory elsewhere counts as one entry of no bytes."""
+    space = Workspace(tmp_path / "ws", max_bytes=1_000, max_entries=10)
+    space.write("mine.txt", b"12345")
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(20):
+        (big / f"{i}.bin").write_bytes(b"x" * 100)
+    os.symlink(big, space.root / "elsewhere")
+    assert space.usage() == Usage(5, 2)
+
+
+def test_concurrent_writes_cannot_together_pass_the_limit(tmp_path: Path) -> None:
+    """Eight writers of 30 bytes each against a limit of 100: exactly three get in."""
+    space = Workspace(tmp_path / "ws", max_bytes=100, max_entries=100)
+    barrier = threading.Barrier(8)
+
+    def write(i: int) -> bool:
+        barrier.wait()
+        try:
+            space.write(f"f{i}.txt", b"x" * 30)
+        except WorkspaceFull:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(write, range(8)))
+    assert sum(results) == 3
+    assert space.usage() == Usage(90, 3)
+
+
+def test_a_full_workspace_is_a_typed_problem_through_the_gateway(
+    settings: Settings, db: Database, clock: FakeClock, keyring: Keyring, make_tenant: MakeTenant
+) -> None:
+    chosen = settings.model_copy(
+        update={"deployment_mode": "self_hosted", "workspace_max_bytes": 1_048_576}
+    )
+    app = create_app(chosen, database=db, clock=clock, keyring=keyring)
+    h = bearer(make_tenant("t").admin_key.secret)
+    pre: dict[str, Any] = {"tools": {"file_read": {}, "file_write": {"preapproved": True}}}
+    plain: dict[str, Any] = {"tools": {"file_read": {}, "file_write": {}}}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        run = _run(client, h, pre, agent=plain)
+        big = "x" * 600_000
+        assert _call(client, h, run, "file_write", path="one.txt", content=big).status_code == 200
+        full = _call(client, h, run, "file_write", path="two.txt", content=big)
+    assert full.status_code == 422
+    assert full.json()["code"] == "workspace_full"

@@ -56,6 +56,8 @@ class Runtime:
     data_root: Path  # tenants' workspaces live under <data_root>/orgs/<tenant_id>/
     model_clients: ModelClients  # model calls' egress clients, one per tenant and policy
     evidence_test_results: Path | None = None
+    workspace_max_bytes: int = 100 * 1_048_576  # each tenant's workspace: files' bytes
+    workspace_max_entries: int = 10_000  # and its files and directories
     # Vault reads on hot paths (a model provider's key): audited once a minute per use.
     secret_reads: RecentReads = field(default_factory=RecentReads)
 

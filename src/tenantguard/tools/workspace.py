@@ -9,6 +9,12 @@ with one link are read or written (a FIFO would block, a device or a hard link t
 elsewhere would leak). Reads and writes are bounded in size, and a write is atomic (a
 temporary file renamed into place).
 
+The whole workspace is bounded too: at most `max_bytes` in its files and `max_entries` files
+and directories. Writes take an exclusive lock on the workspace (`flock` on its directory)
+and count what is there, without following links, before they write: concurrent writes cannot
+together pass a limit that each would alone. A write that would pass one is a 422
+`workspace_full`, and nothing is written.
+
 Threat stopped: a tool call escaping its tenant's files (`../../other-tenant`, absolute paths,
 symlinks, hard links, devices), and a call filling the disk.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -30,6 +37,8 @@ from tenantguard.errors import NotFound, RequestInvalid
 MAX_PATH = 1024
 MAX_PART = 255
 MAX_FILE_BYTES = 1_048_576
+MAX_WORKSPACE_BYTES = 100 * 1_048_576
+MAX_WORKSPACE_ENTRIES = 10_000
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -37,6 +46,12 @@ class PathRefused(RequestInvalid):
     code = "path_refused"
     title = "Path refused"
     default_detail = "The path is not a file of this tenant's workspace."
+
+
+class WorkspaceFull(RequestInvalid):
+    code = "workspace_full"
+    title = "Workspace full"
+    default_detail = "This write would take the tenant's workspace over its limits."
 
 
 def workspace_root(data_root: Path, tenant_id: UUID) -> Path:
@@ -58,8 +73,65 @@ def parts_of(path: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    bytes: int
+    entries: int
+
+
+def _usage(fd: int, *, stop_after: int) -> Usage:
+    """The bytes of the regular files and the number of entries under the directory `fd`,
+    links not followed; counting stops past `stop_after` entries (already over the limit)."""
+    total, entries = 0, 0
+    pending = [os.dup(fd)]
+    try:
+        while pending:
+            current = pending.pop()
+            try:
+                with os.scandir(current) as listing:
+                    for entry in listing:
+                        entries += 1
+                        if entries > stop_after:
+                            return Usage(total, entries)
+                        info = entry.stat(follow_symlinks=False)
+                        if stat.S_ISREG(info.st_mode):
+                            total += info.st_size
+                        elif stat.S_ISDIR(info.st_mode):
+                            flags = _DIRECTORY
+                            pending.append(os.open(entry.name, flags, dir_fd=current))
+            finally:
+                os.close(current)
+    finally:
+        for left in pending:
+            os.close(left)
+    return Usage(total, entries)
+
+
+@dataclass(frozen=True, slots=True)
 class Workspace:
     root: Path
+    max_bytes: int = MAX_WORKSPACE_BYTES
+    max_entries: int = MAX_WORKSPACE_ENTRIES
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[int]:
+        """The workspace's root, locked against other writers (made, 0700, if missing)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.root, _DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)  # releases the lock
+
+    def usage(self) -> Usage:
+        try:
+            fd = os.open(self.root, _DIRECTORY)
+        except FileNotFoundError:
+            return Usage(0, 0)
+        try:
+            return _usage(fd, stop_after=self.max_entries)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _directory(self, parts: tuple[str, ...], *, create: bool) -> Iterator[int]:
@@ -112,6 +184,32 @@ class Workspace:
         if len(data) > limit:
             raise RequestInvalid(f"At most {limit} bytes are written at once.")
         parts = parts_of(path)
+        with self._exclusive() as root:
+            self._fits(root, parts, len(data))
+            return self._write(parts, data)
+
+    def _fits(self, root: int, parts: tuple[str, ...], size: int) -> None:
+        """Refuse unless writing `size` bytes at `parts` keeps the workspace in its limits
+        (counted as if every directory on the way and the file were new: never under)."""
+        used = _usage(root, stop_after=self.max_entries)
+        if used.entries + len(parts) > self.max_entries or used.bytes + size > self.max_bytes:
+            # A file replaced frees its old size: counted, so that a full workspace can still
+            # rewrite a file in place, but only when it is there and plain.
+            replaced = self._replaced_size(parts)
+            over_entries = used.entries + (0 if replaced is not None else len(parts))
+            freed = replaced or 0
+            if over_entries > self.max_entries or used.bytes - freed + size > self.max_bytes:
+                raise WorkspaceFull()
+
+    def _replaced_size(self, parts: tuple[str, ...]) -> int | None:
+        try:
+            with self._directory(parts, create=False) as directory:
+                info = os.stat(parts[-1], dir_fd=directory, follow_symlinks=False)
+        except (NotFound, PathRefused, FileNotFoundError):
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 else None
+
+    def _write(self, parts: tuple[str, ...], data: bytes) -> int:
         with self._directory(parts, create=True) as directory:
             try:  # what is there now must be a plain file of ours, or nothing
                 info = os.stat(parts[-1], dir_fd=directory, follow_symlinks=False)

@@ -304,7 +304,11 @@ def call_tool(
             with rt.db.tenant_transaction(ctx.tenant_id) as tx:
                 output = builtin.execute(ToolContext(ctx, now, tx, egress), body.arguments)
         else:  # no database connection is held while a remote server answers
-            workspace = Workspace(workspace_root(rt.data_root, ctx.tenant_id))
+            workspace = Workspace(
+                workspace_root(rt.data_root, ctx.tenant_id),
+                max_bytes=rt.workspace_max_bytes,
+                max_entries=rt.workspace_max_entries,
+            )
             outside = ToolContext(ctx, now, None, egress, rt.mailer, rt.mail_from, workspace)
             output = builtin.execute(outside, body.arguments)
     except EgressDenied as blocked:
