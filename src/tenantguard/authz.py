@@ -55,6 +55,8 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "tools:read": "read the tool catalogue, agents, the tool policy and approvals",
         "users:manage": "add users, change their roles, remove them",
         "users:read": "list the tenant's users",
+        "webhooks:manage": "configure the sources whose signed webhooks the tenant accepts",
+        "webhooks:read": "list webhook sources and what they sent",
     }
 )
 PLATFORM_ACTIONS: Mapping[str, str] = MappingProxyType(
@@ -86,6 +88,7 @@ SENSITIVE_ACTIONS = frozenset(
         "tool_policy:manage",  # what the tenant's runs may do
         "egress_policy:manage",  # where the tenant's outbound calls may go
         "quotas:manage",  # raising a budget is what a runaway agent would want
+        "webhooks:manage",  # which signatures make a request authentic
         "approvals:decide",  # letting a destructive or sensitive call happen
         "platform:tenant_data:read",  # an operator reading a customer's data
         "platform:tenant_data:delete",

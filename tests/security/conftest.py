@@ -40,6 +40,7 @@ PUBLIC = {
     ("POST", "/api/auth/saml/acs"),  # the IdP's signed assertion and the RelayState are it
     ("POST", "/api/operator/auth/magic-link"),  # always 202, as the tenants' route
     ("POST", "/api/operator/auth/magic-link/redeem"),  # the link's token is the credential
+    ("POST", "/api/webhooks/inbound/{tenant}/{source}"),  # the body's signature is the credential
 }
 # The HTTP API and the OpenAI-compatible surface: every route there is guarded.
 GUARDED_PREFIXES = ("/api/", "/v1/")
@@ -57,7 +58,7 @@ PLATFORM_OPERATIONS = [op for op in _GUARDED if set(op.actions) & set(PLATFORM_A
 BODY_CREDENTIAL = {("POST", "/api/auth/step-up"), ("POST", "/api/mfa/totp/confirm")}
 # Collections addressed by names each tenant chooses (not opaque ids): B naming A's secret
 # addresses B's own secret of that name. Isolation there means: nothing of A's moves or shows.
-NAMED = ("/api/secrets", "/api/model-providers", "/api/agents")
+NAMED = ("/api/secrets", "/api/model-providers", "/api/agents", "/api/webhook-sources")
 
 
 def op_id(op: Operation) -> str:
@@ -127,6 +128,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "keys": [{k: v for k, v in key.items() if k != "last_used_at"} for key in keys],
         "secret": client.get(f"/api/secrets/{secret}", headers=h).json(),
         "providers": client.get("/api/model-providers", headers=h).json(),
+        "webhook_sources": client.get("/api/webhook-sources", headers=h).json(),
         "users": client.get("/api/users", headers=h).json(),
         "agents": client.get("/api/agents", headers=h).json(),
         "tool_policy": client.get("/api/admin/tool-policy", headers=h).json(),
@@ -176,7 +178,12 @@ def world(
         json={"kind": "openai", "secret": "a-secret", "models": [f"model-{marker}"]},
         headers=h,
     )
-    assert secret.status_code == provider.status_code == 200
+    source = client.put(
+        "/api/webhook-sources/a-source",
+        json={"scheme": "stripe", "secret": "a-secret"},
+        headers=h,
+    )
+    assert secret.status_code == provider.status_code == source.status_code == 200
     return World(
         a=a,
         b=b,
@@ -195,5 +202,6 @@ def world(
             "/api/operator/tenants": str(a.tenant_id),  # operators name the tenant they read
             "/api/agents": "a-agent",
             "/api/approvals": str(pending.json()["approval_id"]),
+            "/api/webhook-sources": "a-source",
         },
     )

@@ -13,7 +13,16 @@ from psycopg import errors as pg_errors
 
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto.keyring import Keyring
-from tenantguard.data import egress, memory, model_providers, quotas, runs, secrets, tools
+from tenantguard.data import (
+    egress,
+    memory,
+    model_providers,
+    quotas,
+    runs,
+    secrets,
+    tools,
+    webhook_sources,
+)
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
@@ -25,6 +34,7 @@ from tenantguard.mail import OutboxMailer
 from tenantguard.quotas.core import Subject, checks_for
 from tenantguard.quotas.stores import PostgresQuotaStore
 from tenantguard.testing import FakeClock, TestDatabase
+from tenantguard.webhooks.signing import Verified
 
 Conn = psycopg.Connection[tuple[object, ...]]
 CORE_TABLES = {
@@ -66,6 +76,8 @@ CORE_TABLES = {
     "egress_grants",
     "quota_policies",
     "quota_state",
+    "webhook_sources",
+    "webhook_receipts",
 }
 
 
@@ -145,6 +157,12 @@ def populated(
             cost=1,
             now=0,
             conn=tx,
+        )
+        source = webhook_sources.put(
+            tx, ctx, "s", scheme="stripe", secret_name="token", now=clock.now()
+        )
+        webhook_sources.keep(
+            tx, ctx, keyring, source, verified=Verified("r", 0), body=b"{}", now=clock.now()
         )
         tools.request_approval(
             tx,

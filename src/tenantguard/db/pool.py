@@ -178,7 +178,7 @@ class Database:
         for attempt in (1, 2):
             conn = self._pool.getconn()
             try:
-                conn.execute(prologue)
+                conn.execute(prologue, prepare=False)  # many statements: never prepared
             except psycopg.OperationalError:
                 conn.close()
                 self._pool.putconn(conn)

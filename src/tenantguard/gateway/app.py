@@ -44,6 +44,7 @@ from tenantguard.gateway.routes import (
     saml,
     secrets,
     tools,
+    webhooks,
 )
 from tenantguard.gateway.runtime import Runtime
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
@@ -196,6 +197,8 @@ def create_app(
                     grants=loopback_grants() if settings.unsafe_loopback_egress else ()
                 ),
                 evidence_test_results=settings.evidence_test_results,
+                workspace_max_bytes=settings.workspace_max_bytes,
+                workspace_max_entries=settings.workspace_max_entries,
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield
@@ -228,6 +231,7 @@ def create_app(
         quotas.router,
         models.router,
         audit.router,
+        webhooks.router,
     )
     for router in routers:
         app.include_router(router)
