@@ -7,6 +7,7 @@ Errors print their safe detail and exit non-zero; nothing prints a stack trace a
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -98,8 +99,13 @@ def serve(
 
     settings = load_settings(host=host, port=port)
     gateway = settings.gateway()
+    served = create_app(settings)
+    # What start-up made (modules, tables, the app) lives as long as the process: moved out of
+    # the collector's sight, a full collection no longer walks it (a 90 ms pause seen in the
+    # gateway benchmark's tail).
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        served,
         host=gateway.host,
         port=gateway.port,
         access_log=False,
