@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from tenantguard.audit import checkpoint as notes
 from tenantguard.audit import merkle
-from tenantguard.audit.chain import GENESIS, encode_event, hash_event, link
+from tenantguard.audit.chain import GENESIS, encode_event, hash_event, link, verify_chain
 from tenantguard.audit.checkpoints import (
     Checkpointer,
     leaf_hashes,
@@ -673,3 +673,35 @@ def test_proofs_and_checkpoints_never_show_another_tenants_log(
         assert base64.b64decode(own.json()["leaf_hash"]) == leaf_hashes(tx, a.tenant_id)[0]
     assert client.post("/api/audit/checkpoints", headers=hb).status_code == 201
     assert client.get("/api/audit/checkpoints/latest", headers=ha).status_code == 404
+
+
+def test_concurrent_appends_to_one_chain_stay_one_chain(
+    db: Database, clock: FakeClock, make_tenant: MakeTenant
+) -> None:
+    """Eight writers appending to the same tenant at once: every append lands, the sequence
+    has no gap or duplicate, and the chain verifies (each append read the head only once it
+    held the tenant's lock)."""
+    tenant = make_tenant("contended")
+    with db.tenant_transaction(tenant.tenant_id) as tx:
+        before = len(list(iter_events(tx, tenant_id=tenant.tenant_id)))
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            barrier.wait()
+            _add_events(db, tenant.tenant_id, 25, clock.now())
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    with db.tenant_transaction(tenant.tenant_id) as tx:
+        events = list(iter_events(tx, tenant_id=tenant.tenant_id))
+    assert len(events) == before + 200
+    verdict = verify_chain(events)
+    assert verdict.ok, verdict.problem

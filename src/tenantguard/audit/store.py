@@ -78,19 +78,23 @@ def append(
             redact_value(dict(record.payload or {})),
         )
         payload = canonical_json(screened)
-        # The lock, and which service writes (the connection's application_name), in one
-        # round trip.
-        locked = conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0)),"
-            " current_setting('application_name')",
-            (f"tenantguard.audit:{tenant_id}",),
-        ).fetchone()
+        # The lock (with which service writes: the connection's application_name) and the
+        # head, pipelined in one round trip. The server runs them in order, and the head's
+        # statement takes its snapshot when it starts, after the lock is held: it sees the
+        # last committed append.
+        with conn.pipeline():
+            locking = conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0)),"
+                " current_setting('application_name')",
+                (f"tenantguard.audit:{tenant_id}",),
+            )
+            heading = conn.execute(
+                "SELECT seq, chain_hash FROM tenantguard.audit_events WHERE tenant_id = %s"
+                " ORDER BY seq DESC LIMIT 1",
+                (tenant_id,),
+            )
+        locked, head = locking.fetchone(), heading.fetchone()
         source = str(locked[1]) if locked is not None else ""
-        head = conn.execute(
-            "SELECT seq, chain_hash FROM tenantguard.audit_events WHERE tenant_id = %s"
-            " ORDER BY seq DESC LIMIT 1",
-            (tenant_id,),
-        ).fetchone()
         seq, previous = (int(head[0]) + 1, bytes(head[1])) if head else (0, GENESIS)
         fields: dict[str, Any] = {
             "tenant_id": tenant_id,
