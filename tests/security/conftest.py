@@ -40,7 +40,7 @@ PUBLIC = {
     ("POST", "/api/auth/saml/acs"),  # the IdP's signed assertion and the RelayState are it
     ("POST", "/api/operator/auth/magic-link"),  # always 202, as the tenants' route
     ("POST", "/api/operator/auth/magic-link/redeem"),  # the link's token is the credential
-    ("POST", "/api/webhooks/inbound/{tenant}/{source}"),  # the body's signature is the credential
+    ("POST", "/api/webhooks/inbound/{tenant}/{scheme}/{source}"),  # the body's signature is it
 }
 # The HTTP API and the OpenAI-compatible surface: every route there is guarded.
 GUARDED_PREFIXES = ("/api/", "/v1/")
@@ -129,6 +129,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "secret": client.get(f"/api/secrets/{secret}", headers=h).json(),
         "providers": client.get("/api/model-providers", headers=h).json(),
         "webhook_sources": client.get("/api/webhook-sources", headers=h).json(),
+        "webhook_endpoints": client.get("/api/webhook-endpoints", headers=h).json(),
         "users": client.get("/api/users", headers=h).json(),
         "agents": client.get("/api/agents", headers=h).json(),
         "tool_policy": client.get("/api/admin/tool-policy", headers=h).json(),
@@ -184,6 +185,12 @@ def world(
         headers=h,
     )
     assert secret.status_code == provider.status_code == source.status_code == 200
+    endpoint = client.post(
+        "/api/webhook-endpoints",
+        json={"url": f"https://{marker}.example/hook", "event_types": ["webhook.test"]},
+        headers=h,
+    )
+    assert endpoint.status_code == 201, endpoint.text
     return World(
         a=a,
         b=b,
@@ -203,5 +210,6 @@ def world(
             "/api/agents": "a-agent",
             "/api/approvals": str(pending.json()["approval_id"]),
             "/api/webhook-sources": "a-source",
+            "/api/webhook-endpoints": endpoint.json()["id"],
         },
     )

@@ -21,11 +21,13 @@ from tenantguard.data import (
     runs,
     secrets,
     tools,
+    webhook_endpoints,
     webhook_sources,
 )
 from tenantguard.data.tenants import NewTenant
 from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
+from tenantguard.egress.check import EgressPolicy
 from tenantguard.errors import InternalError
 from tenantguard.identity import totp, users
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
@@ -78,6 +80,8 @@ CORE_TABLES = {
     "quota_state",
     "webhook_sources",
     "webhook_receipts",
+    "webhook_endpoints",
+    "webhook_endpoint_secrets",
 }
 
 
@@ -163,6 +167,16 @@ def populated(
         )
         webhook_sources.keep(
             tx, ctx, keyring, source, verified=Verified("r", 0), body=b"{}", now=clock.now()
+        )
+        webhook_endpoints.create(
+            tx,
+            ctx,
+            keyring,
+            url="https://hooks.example/x",
+            event_types=["webhook.test"],
+            description="",
+            policy=EgressPolicy(),
+            now=clock.now(),
         )
         tools.request_approval(
             tx,

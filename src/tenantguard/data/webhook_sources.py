@@ -164,6 +164,17 @@ def verify(
     return verified, unsealed.audited
 
 
+def check_unknown(scheme: str, headers: dict[str, str], body: bytes, *, now: datetime) -> None:
+    """Refuse a request for a source that does not exist as one that does would be refused by
+    a key that matches nothing: its form and time first, then its signature. Always raises."""
+    seconds = int(now.timestamp())
+    if scheme == "stripe":
+        verify_stripe([], headers.get("stripe-signature"), body, now=seconds)
+    else:
+        verify_standard([], headers, body, now=seconds)
+    raise WebhookSignatureInvalid()  # pragma: no cover - no key verifies anything
+
+
 def keep(
     conn: Connection,
     ctx: TenantContext,

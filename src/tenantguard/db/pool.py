@@ -7,7 +7,8 @@ statements) that clears any session state a previous checkout left, `BEGIN`, and
 binding. So a tenant context can never leak from one checkout to the next, and a transaction
 costs two round trips more than its statements (the prologue and `COMMIT`), not five (a
 checkout ping, a reset on return, `BEGIN` and the binding apart). A connection the server has
-dropped fails its prologue and is replaced by a fresh one, once, before the caller sees it.
+dropped fails its prologue and is discarded, and the next one tried (as many as the pool
+holds, then a new one), before the caller sees anything.
 
 Driver exceptions are translated once, here (`map_db_errors`): callers see `TenantGuardError`s
 with safe details, never SQL, a constraint name or a value.
@@ -173,16 +174,19 @@ class Database:
         self.close()
 
     def _checkout(self, prologue: bytes) -> Connection:
-        """A pooled connection with `prologue` run; one that the server dropped while idle is
-        discarded and one more is tried (a second failure is the caller's)."""
-        for attempt in (1, 2):
+        """A pooled connection with `prologue` run. One that the server dropped while idle is
+        discarded and the next is tried: after a server restart every idle connection is
+        dead, so as many as the pool holds, and one more (then a new one), are tried before
+        a failure is the caller's."""
+        attempts = self._pool.max_size + 1
+        for attempt in range(1, attempts + 1):
             conn = self._pool.getconn()
             try:
                 conn.execute(prologue, prepare=False)  # many statements: never prepared
             except psycopg.OperationalError:
                 conn.close()
                 self._pool.putconn(conn)
-                if attempt == 2:
+                if attempt == attempts:
                     raise
                 continue
             except BaseException:

@@ -78,31 +78,49 @@ class Usage:
     entries: int
 
 
-def _usage(fd: int, *, stop_after: int) -> Usage:
-    """The bytes of the regular files and the number of entries under the directory `fd`,
-    links not followed; counting stops past `stop_after` entries (already over the limit)."""
-    total, entries = 0, 0
-    pending = [os.dup(fd)]
+def _open_under(root: int, parts: tuple[str, ...]) -> int:
+    """A descriptor of the directory `parts` under `root`, reached without following links."""
+    fd = os.dup(root)
     try:
-        while pending:
-            current = pending.pop()
-            try:
-                with os.scandir(current) as listing:
-                    for entry in listing:
-                        entries += 1
-                        if entries > stop_after:
-                            return Usage(total, entries)
+        for part in parts:
+            inner = os.open(part, _DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _usage(root: int, *, stop_after: int) -> Usage:
+    """The bytes of the regular files and the number of entries under the directory `root`,
+    links not followed; counting stops past `stop_after` entries (already over the limit).
+    Directories wait as names, not open descriptors: one is open at a time, however wide or
+    deep the tree. One that vanishes or turns into a link meanwhile is not counted."""
+    total, entries = 0, 0
+    pending: list[tuple[str, ...]] = [()]
+    while pending:
+        parts = pending.pop()
+        try:
+            fd = _open_under(root, parts)
+        except OSError:  # removed, or replaced by a link, since it was listed
+            continue
+        try:
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    entries += 1
+                    if entries > stop_after:
+                        return Usage(total, entries)
+                    try:
                         info = entry.stat(follow_symlinks=False)
-                        if stat.S_ISREG(info.st_mode):
-                            total += info.st_size
-                        elif stat.S_ISDIR(info.st_mode):
-                            flags = _DIRECTORY
-                            pending.append(os.open(entry.name, flags, dir_fd=current))
-            finally:
-                os.close(current)
-    finally:
-        for left in pending:
-            os.close(left)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        total += info.st_size
+                    elif stat.S_ISDIR(info.st_mode):
+                        pending.append((*parts, entry.name))
+        finally:
+            os.close(fd)
     return Usage(total, entries)
 
 

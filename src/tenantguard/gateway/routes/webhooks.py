@@ -1,20 +1,24 @@
-"""Inbound webhooks: `/api/webhook-sources` (a tenant's sources and what they sent) and the
-public `POST /api/webhooks/inbound/{tenant}/{source}`, where the signature over the raw body is
-the credential.
+"""Webhooks. Outbound: `/api/webhook-endpoints` (a tenant's endpoints; the signing secret is
+shown when made and when rotated, never again). Inbound: `/api/webhook-sources` (a tenant's
+sources and what they sent) and the public
+`POST /api/webhooks/inbound/{tenant}/{scheme}/{source}`, where the signature over the raw body
+is the credential.
 
 A request to a source that exists is counted (`requests`, as the credential
 `webhook:<source>`: a flood of forgeries hits the platform's rate limit, not the audit log's
 size), checked, and kept or refused; acceptance and each refusal are audited in the tenant's
 chain with the reason (`webhook_malformed`, `webhook_stale`, `webhook_signature_invalid`,
 `webhook_replayed`). A request for a tenant or source that does not exist is refused like a bad
-signature and only logged: there is no chain to write it to, and the answer must not tell
-which sources exist.
+signature and only logged: there is no chain to write it to. Its form and time are checked
+first, under the scheme its URL names, exactly as a source's would be: no answer (malformed,
+stale, a bad signature) tells which sources exist. Only the rate limit does, past 1,200
+forgeries a minute (there is no tenant to count an unknown source against).
 """
 
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -24,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tenantguard.audit.store import record_action
 from tenantguard.context import Principal, TenantContext
-from tenantguard.data import webhook_sources
+from tenantguard.data import egress as egress_store
+from tenantguard.data import webhook_endpoints, webhook_sources
 from tenantguard.gateway.auth import Authorize
 from tenantguard.gateway.runtime import request_id, runtime
 from tenantguard.quotas.core import Subject
@@ -73,7 +78,7 @@ def _out(tenant_id: UUID, source: webhook_sources.Source) -> SourceOut:
         name=source.name,
         scheme=source.scheme,
         secret=source.secret_name,
-        url=f"/api/webhooks/inbound/{tenant_id}/{source.name}",
+        url=f"/api/webhooks/inbound/{tenant_id}/{source.scheme}/{source.name}",
         created_at=source.created_at,
         updated_at=source.updated_at,
     )
@@ -126,20 +131,25 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-@router.post("/api/webhooks/inbound/{tenant}/{source}")
+@router.post("/api/webhooks/inbound/{tenant}/{scheme}/{source}")
 def receive(
-    tenant: UUID, source: Name, request: Request, body: Annotated[bytes, Depends(raw_body)]
+    tenant: UUID,
+    scheme: webhook_sources.Scheme,
+    source: Name,
+    request: Request,
+    body: Annotated[bytes, Depends(raw_body)],
 ) -> Accepted:
     rt = runtime(request)
     now = rt.clock.now()
     ctx = TenantContext(tenant, Principal("webhook", source), frozenset(), request_id(request))
+    headers = {key.lower(): value for key, value in request.headers.items()}
     with rt.db.tenant_transaction(tenant) as tx:
         found = webhook_sources.get(tx, tenant, source)
-    if found is None:
+    if found is None or found.scheme != scheme:
         _log.warning("webhook.unknown_source", request_id=ctx.request_id)
-        raise WebhookSignatureInvalid()
+        webhook_sources.check_unknown(scheme, headers, body, now=now)  # raises, always
+        raise WebhookSignatureInvalid()  # pragma: no cover - check_unknown never returns
     rt.meter.charge(tenant, "requests", Subject(credential=f"webhook:{source}"))
-    headers = {key.lower(): value for key, value in request.headers.items()}
     try:
         with rt.db.tenant_transaction(tenant) as tx:
             verified, audited = webhook_sources.verify(
@@ -164,3 +174,109 @@ def receive(
         raise
     rt.secret_reads.mark(audited)
     return Accepted(id=receipt.id)
+
+
+# Outbound: the tenant's endpoints. The secret is in the answer to its creation and to a
+# rotation, and nowhere else.
+Endpoints = "/api/webhook-endpoints"
+
+
+class EndpointCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"url": "https://hooks.example.com/tg", "event_types": ["webhook.test"]}]
+        },
+    )
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^[!-~]+$")
+    event_types: list[str] = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=256)
+
+
+class EndpointOut(BaseModel):
+    id: UUID
+    url: str
+    event_types: list[str]
+    description: str
+    created_at: datetime
+
+
+class EndpointCreated(EndpointOut):
+    secret: str  # shown once
+
+
+class Rotate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"overlap_seconds": 86400}]}
+    )
+    overlap_seconds: int = Field(default=86_400, ge=0, le=7 * 86_400)
+
+
+class Rotated(BaseModel):
+    secret: str  # shown once
+    previous_retire_at: datetime
+
+
+def _endpoint_out(endpoint: webhook_endpoints.Endpoint) -> EndpointOut:
+    return EndpointOut(
+        id=endpoint.id,
+        url=endpoint.url,
+        event_types=list(endpoint.event_types),
+        description=endpoint.description,
+        created_at=endpoint.created_at,
+    )
+
+
+@router.post(Endpoints, status_code=201)
+def create_endpoint(body: EndpointCreate, ctx: Manage, request: Request) -> EndpointCreated:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        policy = egress_store.policy_for(tx, ctx.tenant_id, rt.egress)
+        endpoint, secret = webhook_endpoints.create(
+            tx,
+            ctx,
+            rt.keyring,
+            url=body.url,
+            event_types=body.event_types,
+            description=body.description,
+            policy=policy,
+            now=rt.clock.now(),
+        )
+    return EndpointCreated(**_endpoint_out(endpoint).model_dump(), secret=secret)
+
+
+@router.get(Endpoints)
+def list_endpoints(ctx: Read, request: Request) -> list[EndpointOut]:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return [_endpoint_out(e) for e in webhook_endpoints.list_endpoints(tx, ctx.tenant_id)]
+
+
+@router.get(Endpoints + "/{endpoint_id}")
+def get_endpoint(endpoint_id: UUID, ctx: Read, request: Request) -> EndpointOut:
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        return _endpoint_out(webhook_endpoints.get(tx, ctx.tenant_id, endpoint_id))
+
+
+@router.delete(Endpoints + "/{endpoint_id}", status_code=204)
+def delete_endpoint(endpoint_id: UUID, ctx: Manage, request: Request) -> Response:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        webhook_endpoints.delete(tx, ctx, endpoint_id, now=rt.clock.now())
+    return Response(status_code=204)
+
+
+@router.post(Endpoints + "/{endpoint_id}/rotate-secret")
+def rotate_endpoint_secret(
+    endpoint_id: UUID, body: Rotate, ctx: Manage, request: Request
+) -> Rotated:
+    rt = runtime(request)
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        secret, retires = webhook_endpoints.rotate_secret(
+            tx,
+            ctx,
+            rt.keyring,
+            endpoint_id,
+            overlap=timedelta(seconds=body.overlap_seconds),
+            now=rt.clock.now(),
+        )
+    return Rotated(secret=secret, previous_retire_at=retires)
