@@ -92,6 +92,7 @@ def settings(tmp_path: Path) -> Settings:
         magic_link_floor_seconds=0.0,
         unsafe_loopback_sso=True,
         unsafe_loopback_egress=True,  # tools' test servers are on loopback
+        webhook_delivery_seconds=0.0,  # the tests send deliveries themselves (deliverer.run)
     )
 
 

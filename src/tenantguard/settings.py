@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     )
     # The JUnit XML of this build's test run, whose security suites evidence packs summarise.
     evidence_test_results: Path | None = None
+    # How often the gateway sends the outbound webhooks that are due (0: never by itself).
+    webhook_delivery_seconds: float = Field(default=2.0, ge=0, le=3600)
     # Each tenant's workspace (self_hosted filesystem tools): its files' bytes and its entries.
     workspace_max_bytes: int = Field(default=100 * 1_048_576, ge=1_048_576, le=2**40)
     workspace_max_entries: int = Field(default=10_000, ge=10, le=1_000_000)

@@ -82,6 +82,8 @@ CORE_TABLES = {
     "webhook_receipts",
     "webhook_endpoints",
     "webhook_endpoint_secrets",
+    "webhook_deliveries",
+    "webhook_attempts",
 }
 
 
@@ -168,7 +170,7 @@ def populated(
         webhook_sources.keep(
             tx, ctx, keyring, source, verified=Verified("r", 0), body=b"{}", now=clock.now()
         )
-        webhook_endpoints.create(
+        endpoint, _ = webhook_endpoints.create(
             tx,
             ctx,
             keyring,
@@ -177,6 +179,15 @@ def populated(
             description="",
             policy=EgressPolicy(),
             now=clock.now(),
+        )
+        (delivery,) = webhook_endpoints.emit(
+            tx, ctx, keyring, "webhook.test", {}, now=clock.now(), endpoint_id=endpoint.id
+        )
+        tx.execute(
+            "INSERT INTO tenantguard.webhook_attempts (tenant_id, delivery_id, attempt,"
+            " started_at, status_code, error, duration_ms) VALUES (%s, %s, 1, now(), 500,"
+            " 'status:500', 3)",
+            (tenant.tenant_id, delivery),
         )
         tools.request_approval(
             tx,

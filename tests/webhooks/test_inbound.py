@@ -195,3 +195,18 @@ def test_a_rotated_secret_takes_over_at_once_and_both_signatures_pass_the_overla
     both = signature_header([secret_bytes(old), secret_bytes(new)], "msg_2", now, BODY)
     headers = {"webhook-id": "msg_2", "webhook-timestamp": str(now), "webhook-signature": both}
     assert client.post(url, content=BODY, headers=headers).status_code == 200
+
+
+def test_forgeries_do_not_use_up_the_tenants_own_request_quota(
+    client: TestClient, as_tenant: AsTenant, clock: FakeClock
+) -> None:
+    """A tenant limited to a few requests a minute still reaches its API after a stream of
+    forged webhooks: those count against the platform's limit for the source only."""
+    _, h = as_tenant("t")
+    url = _source(client, h, "billing", "standard", new_secret())
+    limits = {"limits": [{"metric": "requests", "scope": "tenant", "per": "minute", "limit": 6}]}
+    assert client.put("/api/admin/quotas", json=limits, headers=h).status_code == 200
+    forged = _standard(new_secret(), "msg_1", int(clock.now().timestamp()))
+    for _ in range(10):
+        assert client.post(url, content=BODY, headers=forged).status_code == 401
+    assert client.get("/api/webhook-sources", headers=h).status_code == 200

@@ -12,6 +12,7 @@ carry both signatures, so a receiver switches whenever it likes.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
@@ -26,7 +27,7 @@ from tenantguard.errors import NotFound, RequestInvalid
 from tenantguard.webhooks.signing import new_secret, secret_bytes
 
 # The events a tenant may subscribe to (more arrive as their producers do).
-EVENT_TYPES = ("webhook.test",)
+EVENT_TYPES = ("webhook.test",)  # POST /api/webhook-endpoints/{id}/test
 MAX_OVERLAP = timedelta(days=7)
 ENDPOINT_SECRET = EncryptedColumn("webhook_endpoint_secrets", "secret", ("endpoint_id", "version"))
 _COLUMNS = "id, url, event_types, description, created_at"
@@ -211,3 +212,99 @@ def signing_keys(
         )
         keys.append(secret_bytes(text.decode("ascii")))
     return keys
+
+
+# Deliveries: the transactional outbox of outbound events, and its log.
+DELIVERY_BODY = EncryptedColumn("webhook_deliveries", "body", ("id",))
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    attempt: int
+    started_at: datetime
+    status_code: int | None
+    error: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: UUID
+    endpoint_id: UUID
+    event_type: str
+    created_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def message_id(self) -> str:
+        """The `webhook-id`: the same on every attempt (receivers deduplicate by it)."""
+        return f"msg_{self.id.hex}"
+
+
+_DELIVERY = (
+    "id, endpoint_id, event_type, created_at, status, attempts, next_attempt_at, finished_at"
+)
+
+
+def emit(
+    conn: Connection,
+    ctx: TenantContext,
+    keyring: Keyring,
+    event_type: str,
+    data: dict[str, object],
+    *,
+    now: datetime,
+    endpoint_id: UUID | None = None,
+) -> list[UUID]:
+    """Queue `event_type` for every live endpoint of the tenant subscribed to it (or for
+    `endpoint_id` only), in the caller's transaction: it is sent only if that commits."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    body = json.dumps(
+        {"type": event_type, "timestamp": now.isoformat(), "data": data},
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode("utf-8")
+    rows = conn.execute(
+        "SELECT id FROM tenantguard.webhook_endpoints WHERE tenant_id = %s AND deleted_at IS NULL"
+        " AND %s = ANY (event_types) AND (%s::uuid IS NULL OR id = %s) ORDER BY id",
+        (ctx.tenant_id, event_type, endpoint_id, endpoint_id),
+    ).fetchall()
+    queued = []
+    for (target,) in rows:
+        delivery_id = uuid4()
+        sealed = DELIVERY_BODY.seal(keyring, conn, ctx, (delivery_id,), body)
+        conn.execute(
+            "INSERT INTO tenantguard.webhook_deliveries (tenant_id, id, endpoint_id, event_type,"
+            " body, created_at, status, attempts, next_attempt_at) VALUES"
+            " (%s, %s, %s, %s, %s, %s, 'pending', 0, %s)",
+            (ctx.tenant_id, delivery_id, target, event_type, sealed, now, now),
+        )
+        queued.append(delivery_id)
+    return queued
+
+
+def list_deliveries(
+    conn: Connection, tenant_id: UUID, endpoint_id: UUID, *, limit: int = 100
+) -> list[tuple[Delivery, list[Attempt]]]:
+    """An endpoint's deliveries, newest first, each with its attempts (the delivery log)."""
+    get(conn, tenant_id, endpoint_id)
+    rows = conn.execute(
+        f"SELECT {_DELIVERY} FROM tenantguard.webhook_deliveries WHERE tenant_id = %s"
+        " AND endpoint_id = %s ORDER BY created_at DESC, id LIMIT %s",
+        (tenant_id, endpoint_id, limit),
+    ).fetchall()
+    deliveries = [Delivery(*r) for r in rows]
+    attempts = conn.execute(
+        "SELECT delivery_id, attempt, started_at, status_code, error, duration_ms"
+        " FROM tenantguard.webhook_attempts WHERE tenant_id = %s AND delivery_id = ANY (%s)"
+        " ORDER BY delivery_id, attempt",
+        (tenant_id, [d.id for d in deliveries]),
+    ).fetchall()
+    by: dict[UUID, list[Attempt]] = {}
+    for delivery_id, *rest in attempts:
+        by.setdefault(delivery_id, []).append(Attempt(*rest))
+    return [(d, by.get(d.id, [])) for d in deliveries]

@@ -34,6 +34,7 @@ SECURITY_DEFINER_ALLOWED = frozenset(
         "tenantguard.resolve_api_key",
         "tenantguard.resolve_refresh_token",
         "tenantguard.tenant_ids",
+        "tenantguard.webhook_due_tenants",  # tenant ids with a webhook due, for the worker
     }
 )
 _USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"

@@ -61,6 +61,7 @@ from tenantguard.quotas.stores import open_store
 from tenantguard.settings import Settings
 from tenantguard.tools.builtin import builtin_registry
 from tenantguard.tools.registry import check_for_mode
+from tenantguard.webhooks.delivery import Deliverer
 
 MAX_BODY_BYTES = 1_048_576
 _STARTUP = TenantContext(PLATFORM_TENANT_ID, Principal("system", "gateway"), frozenset(), "startup")
@@ -145,7 +146,12 @@ def create_app(
                 clock=the_clock,
                 publisher=settings.checkpoint_publisher(),
             )
+            platform_egress = EgressPolicy(
+                grants=loopback_grants() if settings.unsafe_loopback_egress else ()
+            )
+            deliverer = Deliverer(db, ring, the_clock, platform_egress)
             passes = [
+                Periodic("webhook-deliveries", deliverer.run, settings.webhook_delivery_seconds),
                 Periodic(
                     "audit-checkpoints",
                     lambda: checkpointer.checkpoint_all(tenant_ids(db)),
@@ -191,11 +197,10 @@ def create_app(
                 prices=parse_prices(settings.model_prices),
                 data_root=settings.data_root,
                 model_clients=model_clients,
+                deliverer=deliverer,
                 tools=tool_registry,
                 executors=executors,
-                egress=EgressPolicy(
-                    grants=loopback_grants() if settings.unsafe_loopback_egress else ()
-                ),
+                egress=platform_egress,
                 evidence_test_results=settings.evidence_test_results,
                 workspace_max_bytes=settings.workspace_max_bytes,
                 workspace_max_entries=settings.workspace_max_entries,

@@ -30,6 +30,7 @@ from tenantguard.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:  # the route module imports this one
     from tenantguard.gateway.routes.models import ModelClients
+    from tenantguard.webhooks.delivery import Deliverer
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class Runtime:
     prices: dict[str, Price]  # what models cost, for spend budgets
     data_root: Path  # tenants' workspaces live under <data_root>/orgs/<tenant_id>/
     model_clients: ModelClients  # model calls' egress clients, one per tenant and policy
+    deliverer: Deliverer  # outbound webhooks: due deliveries sent by a periodic pass
     evidence_test_results: Path | None = None
     workspace_max_bytes: int = 100 * 1_048_576  # each tenant's workspace: files' bytes
     workspace_max_entries: int = 10_000  # and its files and directories

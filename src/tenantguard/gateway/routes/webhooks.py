@@ -5,9 +5,10 @@ sources and what they sent) and the public
 is the credential.
 
 A request to a source that exists is counted (`requests`, as the credential
-`webhook:<source>`: a flood of forgeries hits the platform's rate limit, not the audit log's
-size), checked, and kept or refused; acceptance and each refusal are audited in the tenant's
-chain with the reason (`webhook_malformed`, `webhook_stale`, `webhook_signature_invalid`,
+`webhook:<source>`, against the platform's limits only: a flood of forgeries hits the rate
+limit of that source, not the audit log's size nor the tenant's own quota), checked, and
+kept or refused; acceptance and each refusal are audited in the tenant's chain with the
+reason (`webhook_malformed`, `webhook_stale`, `webhook_signature_invalid`,
 `webhook_replayed`). A request for a tenant or source that does not exist is refused like a bad
 signature and only logged: there is no chain to write it to. Its form and time are checked
 first, under the scheme its URL names, exactly as a source's would be: no answer (malformed,
@@ -30,6 +31,7 @@ from tenantguard.audit.store import record_action
 from tenantguard.context import Principal, TenantContext
 from tenantguard.data import egress as egress_store
 from tenantguard.data import webhook_endpoints, webhook_sources
+from tenantguard.errors import RequestInvalid
 from tenantguard.gateway.auth import Authorize
 from tenantguard.gateway.runtime import request_id, runtime
 from tenantguard.quotas.core import Subject
@@ -149,7 +151,9 @@ def receive(
         _log.warning("webhook.unknown_source", request_id=ctx.request_id)
         webhook_sources.check_unknown(scheme, headers, body, now=now)  # raises, always
         raise WebhookSignatureInvalid()  # pragma: no cover - check_unknown never returns
-    rt.meter.charge(tenant, "requests", Subject(credential=f"webhook:{source}"))
+    # The platform's limits only: forgeries must not use up the tenant's own request quota
+    # (its API would answer 429 to its own people); they slow down this source alone.
+    rt.meter.charge(tenant, "requests", Subject(credential=f"webhook:{source}"), own_limits=False)
     try:
         with rt.db.tenant_transaction(tenant) as tx:
             verified, audited = webhook_sources.verify(
@@ -280,3 +284,84 @@ def rotate_endpoint_secret(
             now=rt.clock.now(),
         )
     return Rotated(secret=secret, previous_retire_at=retires)
+
+
+class Queued(BaseModel):
+    delivery_ids: list[UUID]
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    started_at: datetime
+    status_code: int | None
+    error: str
+    duration_ms: int
+
+
+class DeliveryOut(BaseModel):
+    id: UUID
+    webhook_id: str
+    event_type: str
+    created_at: datetime
+    status: str
+    attempts: list[AttemptOut]
+    next_attempt_at: datetime | None
+    finished_at: datetime | None
+
+
+@router.post(Endpoints + "/{endpoint_id}/test", status_code=202)
+def test_endpoint(endpoint_id: UUID, ctx: Manage, request: Request) -> Queued:
+    """Queue a `webhook.test` event for this endpoint (sent by the delivery pass)."""
+    rt = runtime(request)
+    now = rt.clock.now()
+    with rt.db.tenant_transaction(ctx.tenant_id) as tx:
+        endpoint = webhook_endpoints.get(tx, ctx.tenant_id, endpoint_id)
+        if "webhook.test" not in endpoint.event_types:
+            raise RequestInvalid("This endpoint does not subscribe to webhook.test.")
+        queued = webhook_endpoints.emit(
+            tx,
+            ctx,
+            rt.keyring,
+            "webhook.test",
+            {"endpoint_id": str(endpoint_id)},
+            now=now,
+            endpoint_id=endpoint_id,
+        )
+        record_action(
+            tx,
+            ctx,
+            action="webhook_endpoint.test",
+            target_type="webhook_endpoint",
+            target_id=str(endpoint_id),
+            now=now,
+        )
+    return Queued(delivery_ids=queued)
+
+
+@router.get(Endpoints + "/{endpoint_id}/deliveries")
+def list_deliveries(endpoint_id: UUID, ctx: Read, request: Request) -> list[DeliveryOut]:
+    """The endpoint's delivery log, newest first (no bodies)."""
+    with runtime(request).db.tenant_transaction(ctx.tenant_id) as tx:
+        found = webhook_endpoints.list_deliveries(tx, ctx.tenant_id, endpoint_id)
+    return [
+        DeliveryOut(
+            id=d.id,
+            webhook_id=d.message_id,
+            event_type=d.event_type,
+            created_at=d.created_at,
+            status=d.status,
+            attempts=[
+                AttemptOut(
+                    attempt=a.attempt,
+                    started_at=a.started_at,
+                    status_code=a.status_code,
+                    error=a.error,
+                    duration_ms=a.duration_ms,
+                )
+                for a in attempts
+            ],
+            next_attempt_at=d.next_attempt_at,
+            finished_at=d.finished_at,
+        )
+        for d, attempts in found
+    ]
