@@ -6,6 +6,8 @@ from __future__ import annotations
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.signing import PRIVATE_KEY
 from tenantguard.data.secrets import SECRET_VALUE
+from tenantguard.data.webhook_endpoints import DELIVERY_BODY, ENDPOINT_SECRET
+from tenantguard.data.webhook_sources import RECEIPT_BODY
 from tenantguard.identity.oidc import OIDC_CLIENT_SECRET
 from tenantguard.identity.totp import TOTP_SEED
 from tenantguard.pii.sentinel import TOKEN_KEY, VAULT_VALUE
@@ -17,6 +19,9 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     OIDC_CLIENT_SECRET,
     TOKEN_KEY,
     VAULT_VALUE,
+    RECEIPT_BODY,
+    ENDPOINT_SECRET,
+    DELIVERY_BODY,
 )
 
 # bytea columns that hold no sealed value, and why.
