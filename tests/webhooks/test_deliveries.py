@@ -233,3 +233,32 @@ def test_one_pass_sends_what_every_tenant_has_due(
     assert _deliverer(client).run() >= 2
     ids = {json.loads(body)["data"]["endpoint_id"] for _, body in receiver.received}
     assert ids == {a["id"], b["id"]}
+
+
+def test_a_worker_that_outlived_its_lease_records_nothing(
+    client: TestClient, as_tenant: AsTenant, receiver: Receiver, clock: FakeClock, db: Database
+) -> None:
+    """The job run twice, the first run stalled half-way (sent, not recorded) until another
+    took the delivery over: the late one's outcome is void, so the log, the delivery's state
+    and the audit each hold one outcome, the second run's."""
+    tenant, h = as_tenant("t")
+    endpoint = _endpoint(client, h, receiver)
+    deliverer = _deliverer(client)
+    _test(client, h, endpoint)
+    (stalled,) = deliverer.claim(tenant.tenant_id)
+    receiver.answers = [500]  # the stalled run's send fails, the second run's succeeds
+    late = deliverer.send(stalled)
+    clock.advance(deliverer.lease + timedelta(seconds=1))
+    assert deliverer.run_tenant(tenant.tenant_id) == 1
+    deliverer.record(stalled, late)  # wakes up, too late
+    (logged,) = _log(client, h, endpoint)
+    assert logged["status"] == "delivered"
+    assert [(a["attempt"], a["status_code"]) for a in logged["attempts"]] == [(1, 200)]
+    with db.tenant_transaction(tenant.tenant_id) as tx:
+        outcomes = [
+            e.action
+            for e in iter_events(tx, tenant_id=tenant.tenant_id)
+            if e.action.startswith("webhook.d")
+        ]
+    assert outcomes == ["webhook.delivered"]
+    assert deliverer.run_tenant(tenant.tenant_id) == 0

@@ -18,7 +18,9 @@ in the tenant's own context:
    schedule's jittered delay; a final outcome is audited.
 
 A worker that dies between sending and recording leaves a lease that runs out: the delivery
-is sent again with the same `webhook-id`, which receivers deduplicate (at least once).
+is sent again with the same `webhook-id`, which receivers deduplicate (at least once). The
+lease is the claim's fence: a worker that wakes after its lease was taken over records
+nothing, so a re-run never writes an attempt or an outcome twice.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Claimed:
     keys: tuple[bytes, ...]
     body: bytes
     policy: EgressPolicy
+    lease_until: datetime  # the claim's fence: a record under a newer claim's lease is void
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +123,11 @@ class Deliverer:
             ).fetchall()
             if not rows:
                 return []
+            lease_until = now + self.lease
             tx.execute(
                 "UPDATE tenantguard.webhook_deliveries SET lease_until = %s WHERE tenant_id = %s"
                 " AND id = ANY (%s)",
-                (now + self.lease, tenant_id, [r[0] for r in rows]),
+                (lease_until, tenant_id, [r[0] for r in rows]),
             )
             policy = egress_store.policy_for(tx, tenant_id, self.egress)
             keys: dict[UUID, tuple[bytes, ...]] = {}
@@ -147,6 +151,7 @@ class Deliverer:
                         keys.get(endpoint_id, ()),
                         body,
                         policy,
+                        lease_until,
                     )
                 )
         return claimed
@@ -195,10 +200,34 @@ class Deliverer:
         else:
             status, next_at = "pending", now + timedelta(seconds=delay)
         with self.db.tenant_transaction(claimed.tenant_id) as tx:
+            # Only under this claim's own lease: a worker that outlived its lease (another took
+            # the delivery since) records nothing, so no attempt or outcome is written twice.
+            held = tx.execute(
+                "UPDATE tenantguard.webhook_deliveries SET status = %s, attempts = %s,"
+                " next_attempt_at = %s, lease_until = NULL, finished_at = %s"
+                " WHERE tenant_id = %s AND id = %s AND status = 'pending' AND lease_until = %s"
+                " RETURNING id",
+                (
+                    status,
+                    claimed.attempt,
+                    next_at,
+                    None if status == "pending" else now,
+                    claimed.tenant_id,
+                    claimed.id,
+                    claimed.lease_until,
+                ),
+            ).fetchone()
+            if held is None:
+                _log.warning(
+                    "webhook.lease_lost",
+                    tenant_id=str(claimed.tenant_id),
+                    delivery_id=str(claimed.id),
+                    attempt=claimed.attempt,
+                )
+                return
             tx.execute(
                 "INSERT INTO tenantguard.webhook_attempts (tenant_id, delivery_id, attempt,"
-                " started_at, status_code, error, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
+                " started_at, status_code, error, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (
                     claimed.tenant_id,
                     claimed.id,
@@ -207,19 +236,6 @@ class Deliverer:
                     outcome.status_code,
                     outcome.error,
                     outcome.duration_ms,
-                ),
-            )
-            tx.execute(
-                "UPDATE tenantguard.webhook_deliveries SET status = %s, attempts = %s,"
-                " next_attempt_at = %s, lease_until = NULL, finished_at = %s"
-                " WHERE tenant_id = %s AND id = %s",
-                (
-                    status,
-                    claimed.attempt,
-                    next_at,
-                    None if status == "pending" else now,
-                    claimed.tenant_id,
-                    claimed.id,
                 ),
             )
             if status != "pending":
