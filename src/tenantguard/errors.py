@@ -21,10 +21,13 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     ├── Conflict                    409  state conflict (version mismatch, duplicate key, ...)
     │   ├── ModelProviderMissing        the tenant has no provider for the model (no shared pool)
     │   ├── RunStopped                  the run is stopped, its budget exhausted (data.runs)
+    │   ├── IdempotencyInProgress,      a request under the key still runs, or never finished
+    │   │   IdempotencyInterrupted          (tenantguard.idempotency)
     │   └── AuditVerificationFailed     audit evidence (a proof, a checkpoint) does not verify
     ├── RequestInvalid              422  the request does not match the schema
     │   ├── UnknownPiiClass, PolicyInvalid      (pii.detectors, pii.policy)
     │   ├── GrantInvalid                        (tools.capabilities)
+    │   ├── IdempotencyKeyInvalid, IdempotencyKeyReused   (tenantguard.idempotency)
     │   └── QuotaPolicyInvalid                  (quotas.core)
     ├── RateLimited                 429  a rate limit refused (Retry-After says when to retry)
     │   ├── QuotaExceeded               a day's or month's quota is used up

@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     # Each tenant's workspace (self_hosted filesystem tools): its files' bytes and its entries.
     workspace_max_bytes: int = Field(default=100 * 1_048_576, ge=1_048_576, le=2**40)
     workspace_max_entries: int = Field(default=10_000, ge=10, le=1_000_000)
+    # How long an Idempotency-Key's answer is kept and replayed (hours; then the key is free).
+    idempotency_retention_hours: float = Field(default=24.0, ge=1, le=24 * 30)
     # UNSAFE, for local test identity providers only: accept http:// and loopback hosts as
     # OIDC issuers and endpoints, SAML sign-on and ACS URLs. Off in any real deployment.
     unsafe_loopback_sso: bool = False

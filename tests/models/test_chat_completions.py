@@ -304,3 +304,22 @@ def test_a_private_endpoint_needs_the_tenants_egress_grant(
     assert refused.json()["code"] == "egress_denied"
     (event,) = _events(db, tenant.tenant_id, "model.call")
     assert (event.outcome, event.reason) == ("denied", "egress:private_address")
+
+
+def test_a_keyed_completion_streamed_or_not_reaches_the_provider_once(
+    client: TestClient, as_tenant: AsTenant, stub: StubProvider, db: Database
+) -> None:
+    """A client that retries a model call with its Idempotency-Key is not charged twice: the
+    repeat is the kept answer, the whole stream included, and the provider sees one call."""
+    tenant, h = as_tenant("t")
+    configure(client, h, stub)
+    for stream in (False, True):
+        keyed = {**h, "Idempotency-Key": f"call-{stream}"}
+        first = chat(client, keyed, "only once", stream=stream)
+        again = chat(client, keyed, "only once", stream=stream)
+        assert first.status_code == again.status_code == 200, first.text
+        assert again.content == first.content
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.headers["content-type"] == first.headers["content-type"]
+    assert len(stub.received) == 2
+    assert len(_events(db, tenant.tenant_id, "model.call")) == 2

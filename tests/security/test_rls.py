@@ -15,6 +15,7 @@ from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data import (
     egress,
+    idempotency,
     memory,
     model_providers,
     quotas,
@@ -29,6 +30,7 @@ from tenantguard.db import Database
 from tenantguard.db.doctor import TENANT_PREDICATE
 from tenantguard.egress.check import EgressPolicy
 from tenantguard.errors import InternalError
+from tenantguard.idempotency import Pending, Stored
 from tenantguard.identity import totp, users
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
 from tenantguard.identity.sessions import Issued, Sessions
@@ -84,6 +86,7 @@ CORE_TABLES = {
     "webhook_endpoint_secrets",
     "webhook_deliveries",
     "webhook_attempts",
+    "idempotency_keys",
 }
 
 
@@ -189,6 +192,16 @@ def populated(
             " 'status:500', 3)",
             (tenant.tenant_id, delivery),
         )
+        held = idempotency.claim(
+            tx,
+            ctx,
+            keyring,
+            Pending("k-1", bytes(32), "POST", "/api/memory"),
+            now=clock.now(),
+            retention=timedelta(hours=1),
+        )
+        assert isinstance(held, idempotency.Claim)
+        idempotency.complete(tx, ctx, keyring, held, Stored(201, (), b"{}"))
         tools.request_approval(
             tx,
             ctx,

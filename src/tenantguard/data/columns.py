@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tenantguard.crypto.fields import EncryptedColumn
 from tenantguard.crypto.signing import PRIVATE_KEY
+from tenantguard.data.idempotency import RESPONSE_BODY
 from tenantguard.data.secrets import SECRET_VALUE
 from tenantguard.data.webhook_endpoints import DELIVERY_BODY, ENDPOINT_SECRET
 from tenantguard.data.webhook_sources import RECEIPT_BODY
@@ -22,6 +23,7 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     RECEIPT_BODY,
     ENDPOINT_SECRET,
     DELIVERY_BODY,
+    RESPONSE_BODY,
 )
 
 # bytea columns that hold no sealed value, and why.
@@ -39,5 +41,6 @@ NOT_SEALED: dict[str, str] = {
     "oidc_logins.binding_hash": "a SHA-256 of the login's binding value, never stored itself",
     "saml_logins.binding_hash": "a SHA-256 of the login's binding value, never stored itself",
     "pii_vault.value_hash": "a keyed hash of a normalised value: finds its token again",
+    "idempotency_keys.fingerprint": "a SHA-256 of a request, to tell a repeat from another",
     "saml_logins.relay_hash": "a SHA-256 of the RelayState: the state itself is never stored",
 }

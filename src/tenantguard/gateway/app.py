@@ -2,14 +2,15 @@
 
 The lifespan resolves the database (embedded or external), runs the doctor on the service's
 own connection, and refuses to serve on any finding (`DoctorFailed`). Middleware, outermost
-first: request id and access log, then the body limit; then FastAPI's routing with the one
-problem handler.
+first: request id and access log, the body limit, idempotency keys; then FastAPI's routing
+with the one problem handler.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -26,6 +27,7 @@ from tenantguard.db.doctor import examine
 from tenantguard.egress.check import EgressPolicy, loopback_grants
 from tenantguard.errors import ConfigurationError, DoctorFailed
 from tenantguard.gateway import problems
+from tenantguard.gateway.idempotency import IdempotencyMiddleware, Replayed, replay
 from tenantguard.gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from tenantguard.gateway.routes import (
     apikeys,
@@ -204,6 +206,7 @@ def create_app(
                 evidence_test_results=settings.evidence_test_results,
                 workspace_max_bytes=settings.workspace_max_bytes,
                 workspace_max_entries=settings.workspace_max_entries,
+                idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
             )
             _log.info("gateway.ready", mode=settings.deployment_mode)
             yield
@@ -218,7 +221,14 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    _mount(app)
+    return app
+
+
+def _mount(app: FastAPI) -> None:
+    """The handlers, the routes and the middleware (added last: outermost)."""
     problems.install(app)
+    app.add_exception_handler(Replayed, replay)  # a repeat's kept answer (not a problem)
     routers = (
         health.router,
         apikeys.router,
@@ -240,6 +250,6 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    app.add_middleware(IdempotencyMiddleware)  # inside the body limit: reads bounded bodies
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost
-    return app

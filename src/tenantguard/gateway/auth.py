@@ -26,6 +26,7 @@ from tenantguard.audit.store import AuditRecord, append, record_action
 from tenantguard.authz import ACTIONS, SENSITIVE_ACTIONS, in_realm
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.errors import CapabilityDenied, InvalidCredentials, RateLimited, StepUpRequired
+from tenantguard.gateway import idempotency
 from tenantguard.gateway.runtime import Runtime, request_id, runtime
 from tenantguard.identity import keystore
 from tenantguard.identity.tokens import looks_like_jwt
@@ -133,6 +134,8 @@ class Authorize:
                 request_id=rid,
             )
             raise
+        # A repeat of a keyed POST or PATCH is answered from its record, charged as a request.
+        idempotency.begin(rt, ctx, request)
         return ctx
 
 

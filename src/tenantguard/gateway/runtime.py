@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from tenantguard.data.secrets import RecentReads
 from tenantguard.db.pool import Database
 from tenantguard.egress.check import EgressPolicy
 from tenantguard.errors import ServiceUnavailable
+from tenantguard.idempotency import DEFAULT_RETENTION
 from tenantguard.identity.magiclinks import MagicLinks
 from tenantguard.identity.oidc import OidcClient
 from tenantguard.identity.saml import SamlServiceProvider
@@ -60,6 +62,7 @@ class Runtime:
     evidence_test_results: Path | None = None
     workspace_max_bytes: int = 100 * 1_048_576  # each tenant's workspace: files' bytes
     workspace_max_entries: int = 10_000  # and its files and directories
+    idempotency_retention: timedelta = DEFAULT_RETENTION  # how long a kept answer replays
     # Vault reads on hot paths (a model provider's key): audited once a minute per use.
     secret_reads: RecentReads = field(default_factory=RecentReads)
 
