@@ -28,6 +28,8 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "api_keys:manage": "create, rotate and revoke API keys (never wider than one's own)",
         "approvals:decide": "approve or deny a run's pending tool call (people only)",
         "api_keys:read": "list API keys (never their secrets)",
+        "artifacts:read": "list artifacts and issue their signed download URLs",
+        "artifacts:write": "upload and delete artifacts",
         "audit:checkpoint": "sign a checkpoint of the tenant's audit log now",
         "audit:read": "read the tenant's audit events, checkpoints and proofs",
         "egress_policy:manage": "set the hosts the tenant's outbound calls may or may not reach",
@@ -107,6 +109,8 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
             {
                 "memory:read",
                 "memory:write",
+                "artifacts:read",
+                "artifacts:write",
                 "runs:read",
                 "runs:write",
                 "model_providers:read",

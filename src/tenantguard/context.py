@@ -19,7 +19,9 @@ PLATFORM_TENANT_ID = UUID(int=0)
 
 # An agent's name (as the agents table's CHECK has it): what keys, runs and limits name.
 AGENT_NAME = r"[a-z0-9][a-z0-9_.-]{0,62}"
-ActorType = Literal["api_key", "user", "operator", "agent", "system", "anonymous", "webhook"]
+ActorType = Literal[
+    "api_key", "user", "operator", "agent", "system", "anonymous", "webhook", "signed_url"
+]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 

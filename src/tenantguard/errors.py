@@ -16,6 +16,8 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     │   └── ToolCallDenied              the policy gate refused a tool call (gateway.routes.tools)
     ├── EgressDenied                403  the egress guard refused an outbound call (egress.check)
     ├── OperatorAccessDenied        403  the tenant has not opted in to operator access
+    ├── SignedUrlInvalid,           403  a download link that is not this artifact's, or is
+    │   SignedUrlExpired                 past its expiry (artifacts.service)
     ├── NotFound                    404  absent, or belongs to another tenant: the same answer
     ├── MethodNotAllowed            405
     ├── Conflict                    409  state conflict (version mismatch, duplicate key, ...)
@@ -28,6 +30,7 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     │   ├── UnknownPiiClass, PolicyInvalid      (pii.detectors, pii.policy)
     │   ├── GrantInvalid                        (tools.capabilities)
     │   ├── IdempotencyKeyInvalid, IdempotencyKeyReused   (tenantguard.idempotency)
+    │   ├── ArtifactTooLarge                    (artifacts.service)
     │   └── QuotaPolicyInvalid                  (quotas.core)
     ├── RateLimited                 429  a rate limit refused (Retry-After says when to retry)
     │   ├── QuotaExceeded               a day's or month's quota is used up
@@ -38,6 +41,7 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     │   ├── DatabaseUnavailable
     │   ├── QuotaStoreUnavailable   quotas cannot be counted, so nothing passes (quotas.stores)
     │   ├── AuditUnavailable        the audit write failed, so the action failed
+    │   ├── ArtifactStoreUnavailable  the artifact store refused or cannot be reached
     │   └── KeyProviderUnavailable  the KEK (key file, HSM) cannot be used: nothing is written
     └── ConfigurationError          500  refuses to start: bad settings, doctor findings
         ├── DoctorFailed

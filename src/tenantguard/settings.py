@@ -15,9 +15,11 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantguard.crypto.kek import KekConfig
+from tenantguard.errors import ConfigurationError
 from tenantguard.mail import Mailer, OutboxMailer, SmtpMailer
 
 if TYPE_CHECKING:
+    from tenantguard.artifacts.stores import ObjectStore
     from tenantguard.audit.publish import JetStreamPublisher
 
 DeploymentMode = Literal["saas", "self_hosted"]
@@ -131,6 +133,21 @@ class Settings(BaseSettings):
     # Each tenant's workspace (self_hosted filesystem tools): its files' bytes and its entries.
     workspace_max_bytes: int = Field(default=100 * 1_048_576, ge=1_048_576, le=2**40)
     workspace_max_entries: int = Field(default=10_000, ge=10, le=1_000_000)
+    # Artifacts: where their sealed bytes are kept (local: under data_root; s3: a bucket of any
+    # S3-compatible server, path-style, SigV4), the largest upload accepted, and the longest a
+    # signed download URL may last (5 minutes unless asked otherwise).
+    artifact_store: Literal["local", "s3"] = "local"
+    artifact_max_bytes: int = Field(default=8 * 1_048_576, ge=1024, le=256 * 1_048_576)
+    artifact_url_max_seconds: int = Field(default=3600, ge=60, le=7 * 86_400)
+    s3_endpoint: str | None = None  # https://s3.eu-central-1.amazonaws.com, http://10.0.0.5:9000
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = Field(default="", pattern=r"^([A-Za-z0-9._-]+/)*$")
+    # A private S3 endpoint (MinIO on the operator's network) is reachable only through this
+    # explicit egress grant (a CIDR, on the endpoint's port): the one egress guard applies.
+    s3_network: str | None = None
     # How long an Idempotency-Key's answer is kept and replayed (hours; then the key is free).
     idempotency_retention_hours: float = Field(default=24.0, ge=1, le=24 * 30)
     # UNSAFE, for local test identity providers only: accept http:// and loopback hosts as
@@ -194,6 +211,34 @@ class Settings(BaseSettings):
             starttls=self.smtp_starttls,
             username=self.smtp_username,
             password=self.smtp_password,
+        )
+
+    def object_store(self) -> ObjectStore:
+        """The store artifacts' sealed bytes go to; an incomplete S3 configuration stops the
+        start."""
+        from tenantguard.artifacts import stores  # noqa: PLC0415 (the gateway's only)
+        from tenantguard.artifacts.sigv4 import Credentials  # noqa: PLC0415
+
+        if self.artifact_store == "local":
+            return stores.LocalStore(self.data_root)
+        names = ("s3_endpoint", "s3_bucket", "s3_access_key_id", "s3_secret_access_key")
+        missing = [f"TENANTGUARD_{n.upper()}" for n in names if getattr(self, n) is None]
+        if missing:
+            raise ConfigurationError(f"TENANTGUARD_ARTIFACT_STORE=s3 needs {', '.join(missing)}")
+        assert self.s3_endpoint is not None  # noqa: S101
+        assert self.s3_bucket is not None  # noqa: S101
+        assert self.s3_access_key_id is not None  # noqa: S101
+        assert self.s3_secret_access_key is not None  # noqa: S101
+        return stores.S3Store(
+            self.s3_endpoint,
+            self.s3_bucket,
+            Credentials(
+                self.s3_access_key_id,
+                self.s3_secret_access_key.get_secret_value(),
+                self.s3_region,
+            ),
+            policy=stores.s3_policy(self.s3_endpoint, self.s3_network, self.artifact_max_bytes),
+            prefix=self.s3_prefix,
         )
 
     def checkpoint_publisher(self) -> JetStreamPublisher | None:

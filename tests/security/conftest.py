@@ -41,6 +41,7 @@ PUBLIC = {
     ("POST", "/api/operator/auth/magic-link"),  # always 202, as the tenants' route
     ("POST", "/api/operator/auth/magic-link/redeem"),  # the link's token is the credential
     ("POST", "/api/webhooks/inbound/{tenant}/{scheme}/{source}"),  # the body's signature is it
+    ("GET", "/api/artifact-downloads/{tenant}/{id}"),  # the signed URL's token is it
 }
 # The HTTP API and the OpenAI-compatible surface: every route there is guarded.
 GUARDED_PREFIXES = ("/api/", "/v1/")
@@ -130,6 +131,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "providers": client.get("/api/model-providers", headers=h).json(),
         "webhook_sources": client.get("/api/webhook-sources", headers=h).json(),
         "webhook_endpoints": client.get("/api/webhook-endpoints", headers=h).json(),
+        "artifacts": client.get("/api/artifacts", headers=h).json(),
         "users": client.get("/api/users", headers=h).json(),
         "agents": client.get("/api/agents", headers=h).json(),
         "tool_policy": client.get("/api/admin/tool-policy", headers=h).json(),
@@ -191,6 +193,10 @@ def world(
         headers=h,
     )
     assert endpoint.status_code == 201, endpoint.text
+    artifact = client.post(
+        "/api/artifacts", params={"name": "a-file"}, content=marker.encode(), headers=h
+    )
+    assert artifact.status_code == 201, artifact.text
     return World(
         a=a,
         b=b,
@@ -211,5 +217,6 @@ def world(
             "/api/approvals": str(pending.json()["approval_id"]),
             "/api/webhook-sources": "a-source",
             "/api/webhook-endpoints": endpoint.json()["id"],
+            "/api/artifacts": artifact.json()["id"],
         },
     )

@@ -87,6 +87,7 @@ CORE_TABLES = {
     "webhook_deliveries",
     "webhook_attempts",
     "idempotency_keys",
+    "artifacts",
 }
 
 
@@ -202,6 +203,12 @@ def populated(
         )
         assert isinstance(held, idempotency.Claim)
         idempotency.complete(tx, ctx, keyring, held, Stored(201, (), b"{}"))
+        tx.execute(
+            "INSERT INTO tenantguard.artifacts (tenant_id, id, name, content_type, size, sha256,"
+            " store, created_at, created_by) VALUES (%s, gen_random_uuid(), 'a', 'text/plain', 0,"
+            " repeat('0', 64), 'local', now(), 'tests')",
+            (tenant.tenant_id,),
+        )
         tools.request_approval(
             tx,
             ctx,

@@ -15,6 +15,7 @@ from datetime import timedelta
 import structlog
 from fastapi import FastAPI
 
+from tenantguard.artifacts.service import Artifacts
 from tenantguard.audit.checkpoints import Checkpointer, Periodic
 from tenantguard.clock import Clock, SystemClock
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
@@ -31,6 +32,7 @@ from tenantguard.gateway.idempotency import IdempotencyMiddleware, Replayed, rep
 from tenantguard.gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from tenantguard.gateway.routes import (
     apikeys,
+    artifacts,
     audit,
     health,
     identity,
@@ -152,6 +154,8 @@ def create_app(
                 grants=loopback_grants() if settings.unsafe_loopback_egress else ()
             )
             deliverer = Deliverer(db, ring, the_clock, platform_egress)
+            artifact_store = settings.object_store()
+            stack.callback(artifact_store.close)
             passes = [
                 Periodic("webhook-deliveries", deliverer.run, settings.webhook_delivery_seconds),
                 Periodic(
@@ -200,6 +204,15 @@ def create_app(
                 data_root=settings.data_root,
                 model_clients=model_clients,
                 deliverer=deliverer,
+                artifacts=Artifacts(
+                    db,
+                    ring,
+                    artifact_store,
+                    settings.artifact_store,
+                    the_clock,
+                    max_bytes=settings.artifact_max_bytes,
+                    url_max_seconds=settings.artifact_url_max_seconds,
+                ),
                 tools=tool_registry,
                 executors=executors,
                 egress=platform_egress,
@@ -221,11 +234,11 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    _mount(app)
+    _mount(app, artifact_max_bytes=settings.artifact_max_bytes)
     return app
 
 
-def _mount(app: FastAPI) -> None:
+def _mount(app: FastAPI, *, artifact_max_bytes: int) -> None:
     """The handlers, the routes and the middleware (added last: outermost)."""
     problems.install(app)
     app.add_exception_handler(Replayed, replay)  # a repeat's kept answer (not a problem)
@@ -247,9 +260,14 @@ def _mount(app: FastAPI) -> None:
         models.router,
         audit.router,
         webhooks.router,
+        artifacts.router,
     )
     for router in routers:
         app.include_router(router)
     app.add_middleware(IdempotencyMiddleware)  # inside the body limit: reads bounded bodies
-    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=MAX_BODY_BYTES,
+        routes={("POST", "/api/artifacts"): max(MAX_BODY_BYTES, artifact_max_bytes)},
+    )
     app.add_middleware(RequestIdMiddleware)  # added last: outermost

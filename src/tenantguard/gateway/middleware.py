@@ -70,7 +70,8 @@ class PayloadTooLarge(TenantGuardError):
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes`, declared or streamed, with a 413 problem.
+    """Refuse request bodies over `max_bytes` (or a route's own limit in `routes`: artifact
+    uploads), declared or streamed, with a 413 problem.
 
     A declared Content-Length over the limit (or not a number) is answered at once. A body that
     grows past the limit while streaming (chunked, or an understated Content-Length) ends the
@@ -79,27 +80,30 @@ class BodyLimitMiddleware:
     reader turns any exception into a 400.)
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, routes: dict[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self._max_digits = len(str(max_bytes))
+        self.routes = dict(routes or {})  # (method, exact path) -> its own limit (uploads)
 
-    def _declared_too_large(self, scope: Scope) -> bool:
+    def limit_of(self, scope: Scope) -> int:
+        return self.routes.get((scope.get("method", ""), scope.get("path", "")), self.max_bytes)
+
+    @staticmethod
+    def _declared_too_large(scope: Scope, limit: int) -> bool:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 digits = value.strip()
-                return (
-                    not digits.isdigit()
-                    or len(digits) > self._max_digits
-                    or int(digits) > self.max_bytes
-                )
+                return not digits.isdigit() or len(digits) > len(str(limit)) or int(digits) > limit
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._declared_too_large(scope):
+        limit = self.limit_of(scope)
+        if self._declared_too_large(scope, limit):
             await self._refuse(scope, receive, send)
             return
         seen = 0
@@ -113,7 +117,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     exceeded = True
                     return {"type": "http.disconnect"}
             return message

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from tenantguard.artifacts.service import Artifacts
 from tenantguard.audit.checkpoints import Checkpointer
 from tenantguard.clock import Clock
 from tenantguard.crypto.keyring import Keyring
@@ -59,6 +60,7 @@ class Runtime:
     data_root: Path  # tenants' workspaces live under <data_root>/orgs/<tenant_id>/
     model_clients: ModelClients  # model calls' egress clients, one per tenant and policy
     deliverer: Deliverer  # outbound webhooks: due deliveries sent by a periodic pass
+    artifacts: Artifacts  # tenants' files: sealed, stored, downloaded by signed URLs only
     evidence_test_results: Path | None = None
     workspace_max_bytes: int = 100 * 1_048_576  # each tenant's workspace: files' bytes
     workspace_max_entries: int = 10_000  # and its files and directories
