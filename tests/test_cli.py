@@ -104,3 +104,26 @@ def test_bad_setting_is_a_clear_error(env: None, monkeypatch: pytest.MonkeyPatch
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code != 0
     assert "Traceback" not in result.output
+
+
+def test_tenants_purge_asks_twice_then_leaves_nothing(
+    env: None, monkeypatch: pytest.MonkeyPatch, shared_kek: LocalKek, db: Any
+) -> None:
+    """`tenants purge T --confirm T`: refused without the id repeated; then every row gone,
+    checked; a second run finds it done."""
+    monkeypatch.setenv("TENANTGUARD_DATA_ROOT", str(shared_kek._dir.parent))
+    created = json.loads(runner.invoke(app, ["tenants", "create", "Acme", "--json"]).stdout)
+    tenant = created["tenant_id"]
+    other = json.loads(runner.invoke(app, ["tenants", "create", "Other", "--json"]).stdout)
+    refused = runner.invoke(app, ["tenants", "purge", tenant, "--confirm", other["tenant_id"]])
+    assert refused.exit_code != 0
+    result = runner.invoke(app, ["tenants", "purge", tenant, "--confirm", tenant, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["verified"] is True
+    assert report["rows"]["tenants"] == 1
+    assert report["rows"]["api_keys"] == 1
+    again = runner.invoke(app, ["tenants", "purge", tenant, "--confirm", tenant, "--json"])
+    assert json.loads(again.stdout)["already_done"] is True
+    with db.tenant_transaction(UUID(other["tenant_id"])) as tx:
+        assert tx.execute("SELECT count(*) FROM tenantguard.tenants").fetchone() == (1,)

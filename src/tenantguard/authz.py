@@ -66,6 +66,7 @@ PLATFORM_ACTIONS: Mapping[str, str] = MappingProxyType(
         "platform:operators:read": "list the platform's operators",
         "platform:tenant_data:read": "read a tenant's data, while it has opted in (audited)",
         "platform:tenant_data:delete": "delete a tenant's data, while it has opted in (audited)",
+        "platform:tenants:purge": "purge a tenant: every row, file, object and key (audited)",
     }
 )
 # Actions of either realm: a person's own sessions and second factors.
@@ -94,6 +95,7 @@ SENSITIVE_ACTIONS = frozenset(
         "approvals:decide",  # letting a destructive or sensitive call happen
         "platform:tenant_data:read",  # an operator reading a customer's data
         "platform:tenant_data:delete",
+        "platform:tenants:purge",  # deleting a customer, irreversibly
     }
 )
 
@@ -130,6 +132,7 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
                 "platform:operators:read",
                 "platform:tenant_data:read",
                 "platform:tenant_data:delete",
+                "platform:tenants:purge",
             }
         ),
     }

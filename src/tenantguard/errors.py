@@ -23,6 +23,7 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     ├── Conflict                    409  state conflict (version mismatch, duplicate key, ...)
     │   ├── ModelProviderMissing        the tenant has no provider for the model (no shared pool)
     │   ├── RunStopped                  the run is stopped, its budget exhausted (data.runs)
+    │   ├── PurgeIncomplete             a purge's check found something left (tenantguard.purge)
     │   ├── IdempotencyInProgress,      a request under the key still runs, or never finished
     │   │   IdempotencyInterrupted          (tenantguard.idempotency)
     │   └── AuditVerificationFailed     audit evidence (a proof, a checkpoint) does not verify

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
+from tenantguard.artifacts.stores import LocalStore
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto.keyring import Keyring
 from tenantguard.data import (
@@ -35,6 +36,7 @@ from tenantguard.identity import totp, users
 from tenantguard.identity.magiclinks import LinkConfig, MagicLinks
 from tenantguard.identity.sessions import Issued, Sessions
 from tenantguard.mail import OutboxMailer
+from tenantguard.purge import Purger
 from tenantguard.quotas.core import Subject, checks_for
 from tenantguard.quotas.stores import PostgresQuotaStore
 from tenantguard.testing import FakeClock, TestDatabase
@@ -88,6 +90,7 @@ CORE_TABLES = {
     "webhook_attempts",
     "idempotency_keys",
     "artifacts",
+    "tenant_purges",
 }
 
 
@@ -219,6 +222,13 @@ def populated(
             now=clock.now(),
         )
     user, _ = sign_in(tenant, "member")  # users, sessions, refresh_tokens (and a signing key)
+    with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:  # a purge of another, long gone
+        tx.execute(
+            "INSERT INTO tenantguard.tenant_purges (tenant_id, purged_tenant, requested_at,"
+            " requested_by, state, finished_at) VALUES (%s, gen_random_uuid(), now(), 'tests',"
+            " 'done', now())",
+            (PLATFORM_TENANT_ID,),
+        )
     links = MagicLinks(
         db,
         sessions_service,
@@ -396,3 +406,31 @@ def test_malformed_context_fails_closed(app_conn: Conn) -> None:
     with pytest.raises(pg_errors.InvalidTextRepresentation):
         app_conn.execute("SELECT count(*) FROM tenantguard.runs")
     app_conn.execute("ROLLBACK")
+
+
+def test_the_purge_definer_may_delete_from_every_tenant_table(app_conn: Conn) -> None:
+    """A table added later must grant its rows to the purge, or purges would stop at it."""
+    for table in tenant_tables(app_conn):
+        row = app_conn.execute(
+            "SELECT has_table_privilege('tenantguard_auth', 'tenantguard.' || %s, 'DELETE')",
+            (table,),
+        ).fetchone()
+        assert row == (True,), table
+
+
+def test_a_purge_of_a_tenant_with_a_row_in_every_table_leaves_none(
+    db: Database, keyring: Keyring, clock: FakeClock, populated: NewTenant, tmp_path: Path,
+    app_conn: Conn, pg: TestDatabase,
+) -> None:  # fmt: skip
+    actor = TenantContext(PLATFORM_TENANT_ID, Principal("system", "tests"), frozenset(), "rls")
+    purger = Purger(db, keyring, LocalStore(tmp_path / "store"), tmp_path, clock)
+    report = purger.purge(actor, populated.tenant_id)
+    assert report.verified
+    with psycopg.connect(pg.owner_url.get_secret_value(), autocommit=True) as owner:
+        owner.execute("SELECT set_config('app.tenant_id', %s, false)", (str(populated.tenant_id),))
+        for table in tenant_tables(app_conn):
+            row = owner.execute(
+                f"SELECT count(*) FROM tenantguard.{table} WHERE tenant_id = %s",
+                (populated.tenant_id,),
+            ).fetchone()
+            assert row == (0,), table

@@ -28,12 +28,17 @@ from tenantguard.cli.operators import operators_app
 from tenantguard.cli.pii import pii_app
 from tenantguard.cli.providers import providers_app
 from tenantguard.clock import SystemClock
-from tenantguard.context import accept_request_id
+from tenantguard.context import PLATFORM_TENANT_ID, TenantContext, accept_request_id
 from tenantguard.crypto import signing
 from tenantguard.db import endpoints, migrate
 from tenantguard.db.doctor import DoctorReport, examine
 from tenantguard.db.roles import provision
-from tenantguard.errors import AuditVerificationFailed, ConfigurationError, TenantGuardError
+from tenantguard.errors import (
+    AuditVerificationFailed,
+    ConfigurationError,
+    RequestInvalid,
+    TenantGuardError,
+)
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
@@ -232,6 +237,55 @@ def tenants_create(
     out.print(f"tenant {created.name!r} created: {created.tenant_id}")
     out.print("admin API key (shown once; store it now):")
     print(created.admin_key.secret)
+
+
+@tenants_app.command("purge")
+def tenants_purge(
+    tenant: UUID,
+    confirm: Annotated[str, typer.Option(help="The tenant id again: a purge cannot be undone.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Purge a tenant: revoke its credentials, destroy its data keys, delete its artifacts,
+    files and rows, and check that nothing is left (the platform's audit keeps a tombstone).
+    Run it again to complete a purge that was interrupted."""
+    from tenantguard.crypto.keyring import open_keyring  # noqa: PLC0415
+    from tenantguard.purge import Purger  # noqa: PLC0415
+
+    if confirm != str(tenant):
+        raise RequestInvalid("--confirm must repeat the tenant id.")
+    settings = load_settings()
+    clock = SystemClock()
+    ring = open_keyring(settings, clock=clock, create=False)
+    store = settings.object_store()
+    actor = TenantContext(PLATFORM_TENANT_ID, CLI, frozenset(), accept_request_id(None))
+    try:
+        with database(settings) as db:
+            report = Purger(db, ring, store, settings.data_root, clock).purge(actor, tenant)
+    finally:
+        store.close()
+        ring.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "tenant_id": str(tenant),
+                    "verified": report.verified,
+                    "already_done": report.already_done,
+                    "rows": report.rows,
+                    "objects": report.objects,
+                    "keys_destroyed": report.keys_destroyed,
+                }
+            )
+        )
+        return
+    if report.already_done:
+        out.print(f"tenant {tenant}: already purged")
+        return
+    total = sum(report.rows.values())
+    out.print(
+        f"tenant {tenant}: purged ({total} rows in {len(report.rows)} tables,"
+        f" {report.objects} objects, {report.keys_destroyed} data keys); nothing is left"
+    )
 
 
 @audit_app.command("verify")

@@ -35,6 +35,8 @@ SECURITY_DEFINER_ALLOWED = frozenset(
         "tenantguard.resolve_refresh_token",
         "tenantguard.tenant_ids",
         "tenantguard.webhook_due_tenants",  # tenant ids with a webhook due, for the worker
+        "tenantguard.purge_tenant_rows",  # a recorded, shredded tenant's rows, in its context
+        "tenantguard.tenant_row_counts",  # what is left of a tenant, in its context
     }
 )
 _USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"

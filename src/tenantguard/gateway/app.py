@@ -59,6 +59,7 @@ from tenantguard.mail import Mailer
 from tenantguard.models.prices import parse_prices
 from tenantguard.pii.detectors import DetectorRegistry, default_detectors
 from tenantguard.pii.sentinel import Sentinel
+from tenantguard.purge import Purger
 from tenantguard.quotas.core import QuotaPolicyInvalid, parse_limits
 from tenantguard.quotas.meter import Meter
 from tenantguard.quotas.stores import open_store
@@ -204,6 +205,7 @@ def create_app(
                 data_root=settings.data_root,
                 model_clients=model_clients,
                 deliverer=deliverer,
+                purger=Purger(db, ring, artifact_store, settings.data_root, the_clock),
                 artifacts=Artifacts(
                     db,
                     ring,

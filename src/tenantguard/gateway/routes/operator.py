@@ -21,6 +21,7 @@ from tenantguard.context import PLATFORM_TENANT_ID, TenantContext
 from tenantguard.data import memory
 from tenantguard.data.pagination import MAX_PAGE
 from tenantguard.db.pool import Connection
+from tenantguard.errors import RequestInvalid
 from tenantguard.gateway.auth import Authorize
 from tenantguard.gateway.routes.identity import TokensOut, after_floor, sign_in_answer
 from tenantguard.gateway.runtime import request_id, runtime
@@ -30,6 +31,24 @@ router = APIRouter(tags=["operators"])
 OperatorsRead = Annotated[TenantContext, Depends(Authorize("platform:operators:read"))]
 DataRead = Annotated[TenantContext, Depends(Authorize("platform:tenant_data:read"))]
 DataDelete = Annotated[TenantContext, Depends(Authorize("platform:tenant_data:delete"))]
+Purge = Annotated[TenantContext, Depends(Authorize("platform:tenants:purge"))]
+
+
+class PurgeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"confirm": "00000000-0000-0000-0000-00000000abcd"}]},
+    )
+    confirm: UUID  # the tenant's id again: a purge cannot be undone
+
+
+class PurgeOut(BaseModel):
+    tenant_id: UUID
+    verified: bool  # the check found nothing of the tenant left
+    already_done: bool  # purged before: nothing to do
+    rows: dict[str, int]  # deleted by this run, per table
+    objects: int
+    keys_destroyed: int
 
 
 class OperatorMagicLink(BaseModel):
@@ -163,3 +182,22 @@ def operator_delete_memory(
         change=lambda tx, as_operator: memory.delete(tx, as_operator, body.id, now=rt.clock.now()),
     )
     return Response(status_code=204)
+
+
+@router.post("/api/operator/tenants/{tenant}/purge")
+def purge_tenant(tenant: UUID, body: PurgeRequest, ctx: Purge, request: Request) -> PurgeOut:
+    """Purge a tenant (or complete an interrupted purge): its credentials revoked, its keys
+    destroyed, its artifacts, files and rows deleted, then checked; a tombstone stays in the
+    platform's audit chain. Needs a fresh second factor and the tenant's id twice. Not gated
+    by the tenant's operator-access opt-in: a purge is what a departing customer asks for."""
+    if body.confirm != tenant:
+        raise RequestInvalid("confirm must repeat the tenant's id.")
+    report = runtime(request).purger.purge(ctx, tenant)
+    return PurgeOut(
+        tenant_id=report.tenant_id,
+        verified=report.verified,
+        already_done=report.already_done,
+        rows=report.rows,
+        objects=report.objects,
+        keys_destroyed=report.keys_destroyed,
+    )
