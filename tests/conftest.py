@@ -93,6 +93,7 @@ def settings(tmp_path: Path) -> Settings:
         unsafe_loopback_sso=True,
         unsafe_loopback_egress=True,  # tools' test servers are on loopback
         webhook_delivery_seconds=0.0,  # the tests send deliveries themselves (deliverer.run)
+        retention_seconds=0.0,  # and run the expiry job themselves (expiry.run)
     )
 
 

@@ -46,6 +46,8 @@ TENANT_ACTIONS: Mapping[str, str] = MappingProxyType(
         "pii_policy:manage": "set what happens to personal data, per class and channel",
         "quotas:manage": "set the tenant's rate limits, quotas and run budgets",
         "quotas:read": "read the tenant's limits (its own and the platform's) and their use",
+        "retention:manage": "set how long each kind of the tenant's data is kept",
+        "retention:read": "read how long each kind of the tenant's data is kept",
         "runs:read": "read runs and their events",
         "runs:write": "start runs and append their events",
         "secrets:read": "list vault secrets and their versions (never values)",
@@ -92,6 +94,7 @@ SENSITIVE_ACTIONS = frozenset(
         "egress_policy:manage",  # where the tenant's outbound calls may go
         "quotas:manage",  # raising a budget is what a runaway agent would want
         "webhooks:manage",  # which signatures make a request authentic
+        "retention:manage",  # a shorter retention deletes data
         "approvals:decide",  # letting a destructive or sensitive call happen
         "platform:tenant_data:read",  # an operator reading a customer's data
         "platform:tenant_data:delete",

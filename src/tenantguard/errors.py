@@ -32,6 +32,7 @@ failure goes to the audit (`reason`), never outward: all of them render the same
     │   ├── GrantInvalid                        (tools.capabilities)
     │   ├── IdempotencyKeyInvalid, IdempotencyKeyReused   (tenantguard.idempotency)
     │   ├── ArtifactTooLarge                    (artifacts.service)
+    │   ├── RetentionPolicyInvalid              (tenantguard.retention)
     │   └── QuotaPolicyInvalid                  (quotas.core)
     ├── RateLimited                 429  a rate limit refused (Retry-After says when to retry)
     │   ├── QuotaExceeded               a day's or month's quota is used up

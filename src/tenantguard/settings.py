@@ -148,6 +148,8 @@ class Settings(BaseSettings):
     # A private S3 endpoint (MinIO on the operator's network) is reachable only through this
     # explicit egress grant (a CIDR, on the endpoint's port): the one egress guard applies.
     s3_network: str | None = None
+    # How often the gateway runs the expiry job (retention policies; 0: never by itself).
+    retention_seconds: float = Field(default=3600.0, ge=0, le=86_400)
     # How long an Idempotency-Key's answer is kept and replayed (hours; then the key is free).
     idempotency_retention_hours: float = Field(default=24.0, ge=1, le=24 * 30)
     # UNSAFE, for local test identity providers only: accept http:// and loopback hosts as

@@ -132,6 +132,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "webhook_sources": client.get("/api/webhook-sources", headers=h).json(),
         "webhook_endpoints": client.get("/api/webhook-endpoints", headers=h).json(),
         "artifacts": client.get("/api/artifacts", headers=h).json(),
+        "retention": client.get("/api/admin/retention", headers=h).json(),
         "users": client.get("/api/users", headers=h).json(),
         "agents": client.get("/api/agents", headers=h).json(),
         "tool_policy": client.get("/api/admin/tool-policy", headers=h).json(),

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
+from tenantguard import retention
 from tenantguard.artifacts.stores import LocalStore
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto.keyring import Keyring
@@ -91,6 +92,7 @@ CORE_TABLES = {
     "idempotency_keys",
     "artifacts",
     "tenant_purges",
+    "retention_policies",
 }
 
 
@@ -196,6 +198,11 @@ def populated(
             " 'status:500', 3)",
             (tenant.tenant_id, delivery),
         )
+        tx.execute(  # that attempt was its last: failed for good (never due again)
+            "UPDATE tenantguard.webhook_deliveries SET attempts = 1, status = 'failed',"
+            " next_attempt_at = NULL, finished_at = now() WHERE tenant_id = %s AND id = %s",
+            (tenant.tenant_id, delivery),
+        )
         held = idempotency.claim(
             tx,
             ctx,
@@ -212,6 +219,7 @@ def populated(
             " repeat('0', 64), 'local', now(), 'tests')",
             (tenant.tenant_id,),
         )
+        retention.write_policy(tx, ctx, {"run_events": 30}, now=clock.now())
         tools.request_approval(
             tx,
             ctx,

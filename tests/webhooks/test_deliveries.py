@@ -262,3 +262,26 @@ def test_a_worker_that_outlived_its_lease_records_nothing(
         ]
     assert outcomes == ["webhook.delivered"]
     assert deliverer.run_tenant(tenant.tenant_id) == 0
+
+
+def test_one_tenants_failure_does_not_starve_the_others(
+    client: TestClient, as_tenant: AsTenant, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, ha = as_tenant("a")
+    _, hb = as_tenant("b")
+    ea, eb = _endpoint(client, ha, receiver), _endpoint(client, hb, receiver)
+    _test(client, ha, ea)
+    _test(client, hb, eb)
+    deliverer = _deliverer(client)
+    real_claim = deliverer.claim
+
+    def poisoned(tenant_id: Any) -> Any:
+        if tenant_id == a.tenant_id:
+            raise RuntimeError("a delivery of A's cannot be read")
+        return real_claim(tenant_id)
+
+    monkeypatch.setattr(deliverer, "claim", poisoned)
+    deliverer.run()
+    ids = {json.loads(body)["data"]["endpoint_id"] for _, body in receiver.received}
+    assert eb["id"] in ids
+    assert ea["id"] not in ids

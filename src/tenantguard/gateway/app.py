@@ -44,6 +44,7 @@ from tenantguard.gateway.routes import (
     operator_access,
     pii,
     quotas,
+    retention,
     runs,
     saml,
     secrets,
@@ -63,6 +64,7 @@ from tenantguard.purge import Purger
 from tenantguard.quotas.core import QuotaPolicyInvalid, parse_limits
 from tenantguard.quotas.meter import Meter
 from tenantguard.quotas.stores import open_store
+from tenantguard.retention import Expiry
 from tenantguard.settings import Settings
 from tenantguard.tools.builtin import builtin_registry
 from tenantguard.tools.registry import check_for_mode
@@ -157,8 +159,10 @@ def create_app(
             deliverer = Deliverer(db, ring, the_clock, platform_egress)
             artifact_store = settings.object_store()
             stack.callback(artifact_store.close)
+            expiry = Expiry(db, artifact_store, the_clock)
             passes = [
                 Periodic("webhook-deliveries", deliverer.run, settings.webhook_delivery_seconds),
+                Periodic("retention-expiry", expiry.run, settings.retention_seconds),
                 Periodic(
                     "audit-checkpoints",
                     lambda: checkpointer.checkpoint_all(tenant_ids(db)),
@@ -206,6 +210,7 @@ def create_app(
                 model_clients=model_clients,
                 deliverer=deliverer,
                 purger=Purger(db, ring, artifact_store, settings.data_root, the_clock),
+                expiry=expiry,
                 artifacts=Artifacts(
                     db,
                     ring,
@@ -263,6 +268,7 @@ def _mount(app: FastAPI, *, artifact_max_bytes: int) -> None:
         audit.router,
         webhooks.router,
         artifacts.router,
+        retention.router,
     )
     for router in routers:
         app.include_router(router)

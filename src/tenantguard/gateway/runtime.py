@@ -28,6 +28,7 @@ from tenantguard.models.prices import Price
 from tenantguard.pii.sentinel import Sentinel
 from tenantguard.purge import Purger
 from tenantguard.quotas.meter import Meter
+from tenantguard.retention import Expiry
 from tenantguard.settings import GatewayConfig
 from tenantguard.tools.builtin import Builtin
 from tenantguard.tools.registry import ToolRegistry
@@ -63,6 +64,7 @@ class Runtime:
     deliverer: Deliverer  # outbound webhooks: due deliveries sent by a periodic pass
     artifacts: Artifacts  # tenants' files: sealed, stored, downloaded by signed URLs only
     purger: Purger  # a tenant's complete removal (operators' API, the CLI)
+    expiry: Expiry  # the retention policies' expiry job (a periodic pass)
     evidence_test_results: Path | None = None
     workspace_max_bytes: int = 100 * 1_048_576  # each tenant's workspace: files' bytes
     workspace_max_entries: int = 10_000  # and its files and directories

@@ -98,7 +98,13 @@ class Deliverer:
             rows = tx.execute(
                 "SELECT tenant_id FROM tenantguard.webhook_due_tenants(%s)", (self.clock.now(),)
             ).fetchall()
-        return sum(self.run_tenant(tenant_id) for (tenant_id,) in rows)
+        made = 0
+        for (tenant_id,) in rows:
+            try:
+                made += self.run_tenant(tenant_id)
+            except Exception:  # noqa: BLE001 (one tenant's failure never starves the others)
+                _log.exception("webhook.pass_failed", tenant_id=str(tenant_id))
+        return made
 
     def run_tenant(self, tenant_id: UUID) -> int:
         """Send what is due of one tenant's; the number of attempts made."""
@@ -227,7 +233,8 @@ class Deliverer:
                 return
             tx.execute(
                 "INSERT INTO tenantguard.webhook_attempts (tenant_id, delivery_id, attempt,"
-                " started_at, status_code, error, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                " started_at, status_code, error, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING",  # logged already: the outcome still advances
                 (
                     claimed.tenant_id,
                     claimed.id,
