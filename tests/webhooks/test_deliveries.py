@@ -285,3 +285,44 @@ def test_one_tenants_failure_does_not_starve_the_others(
     ids = {json.loads(body)["data"]["endpoint_id"] for _, body in receiver.received}
     assert eb["id"] in ids
     assert ea["id"] not in ids
+
+
+def test_approvals_are_announced_once_each_with_no_arguments(
+    client: TestClient,
+    as_tenant: AsTenant,
+    receiver: Receiver,
+    sign_in: Callable[..., Any],
+    clock: FakeClock,
+) -> None:
+    """approval.requested when a call first waits (not again while it waits), approval.decided
+    when a person decides; the bodies name the call by its hash, never its arguments."""
+    tenant, h = as_tenant("t")
+    made = client.post(
+        URL,
+        json={"url": receiver.url, "event_types": ["approval.requested", "approval.decided"]},
+        headers=h,
+    ).json()
+    grants: dict[str, object] = {"tools": {"memory_read": {}, "memory_delete": {}}}
+    assert client.put("/api/admin/tool-policy", json=grants, headers=h).status_code == 200
+    assert client.put("/api/agents/helper", json=grants, headers=h).status_code == 200
+    entry = client.post("/api/memory", json={"key": "k", "content": "x"}, headers=h).json()
+    run = client.post("/api/runs", json={"agent": "helper", "input": {}}, headers=h).json()
+    call = {"tool": "memory_delete", "arguments": {"id": entry["id"]}}
+    first = client.post(f"/api/runs/{run['id']}/tool-calls", json=call, headers=h)
+    again = client.post(f"/api/runs/{run['id']}/tool-calls", json=call, headers=h)
+    assert first.status_code == again.status_code == 202
+    _, owner = sign_in(tenant, "owner")
+    approval = first.json()["approval_id"]
+    decided = client.post(
+        f"/api/approvals/{approval}/approve",
+        headers={"Authorization": f"Bearer {owner.access_token}"},
+    )
+    assert decided.status_code == 200, decided.text
+    assert _deliverer(client).run_tenant(tenant.tenant_id) == 2
+    bodies = [json.loads(body) for _, body in receiver.received]
+    for headers, body in receiver.received:
+        _verify(made["secret"], headers, body, clock)
+        assert entry["id"].encode() not in body  # the arguments stay behind
+    assert sorted(b["type"] for b in bodies) == ["approval.decided", "approval.requested"]
+    assert {b["data"]["approval_id"] for b in bodies} == {approval}
+    assert {b["data"]["status"] for b in bodies} == {"pending", "approved"}

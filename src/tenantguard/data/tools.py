@@ -12,7 +12,7 @@ for another call, or spent twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -155,8 +155,10 @@ def request_approval(
     call_hash: str,
     arguments: Mapping[str, Any],
     now: datetime,
+    on_new: Callable[[Approval], object] | None = None,
 ) -> Approval:
-    """The pending approval of this exact call: the one already waiting, or a new one."""
+    """The pending approval of this exact call: the one already waiting, or a new one (then
+    `on_new` is called with it, in this transaction: its webhook event)."""
     row = conn.execute(
         f"SELECT {_APPROVAL_COLUMNS} FROM tenantguard.approvals WHERE tenant_id = %s"
         " AND run_id = %s AND call_hash = %s AND status = 'pending'",
@@ -181,6 +183,8 @@ def request_approval(
         now=now,
         payload={"run_id": str(run_id), "tool": tool, "call_hash": call_hash},
     )
+    if on_new is not None:
+        on_new(approval)
     return approval
 
 

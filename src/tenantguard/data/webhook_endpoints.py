@@ -26,8 +26,14 @@ from tenantguard.egress.check import EgressDenied, EgressPolicy, check_addresses
 from tenantguard.errors import NotFound, RequestInvalid
 from tenantguard.webhooks.signing import new_secret, secret_bytes
 
-# The events a tenant may subscribe to (more arrive as their producers do).
-EVENT_TYPES = ("webhook.test",)  # POST /api/webhook-endpoints/{id}/test
+# The events a tenant may subscribe to, and where each is produced (in the transaction of its
+# cause). Bodies carry ids and outcomes, never a call's arguments: a receiver that needs more
+# reads it through the API, with its own credential.
+EVENT_TYPES = (
+    "approval.decided",  # a person approved or denied a pending tool call (routes/tools.py)
+    "approval.requested",  # a sensitive or destructive tool call waits for a person
+    "webhook.test",  # POST /api/webhook-endpoints/{id}/test
+)
 MAX_OVERLAP = timedelta(days=7)
 ENDPOINT_SECRET = EncryptedColumn("webhook_endpoint_secrets", "secret", ("endpoint_id", "version"))
 _COLUMNS = "id, url, event_types, description, created_at"

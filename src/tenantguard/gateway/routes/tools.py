@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenantguard.audit.store import record_action
 from tenantguard.context import AGENT_NAME, TenantContext
 from tenantguard.data import egress as egress_store
-from tenantguard.data import runs
+from tenantguard.data import runs, webhook_endpoints
 from tenantguard.data import tools as store
 from tenantguard.db.pool import Connection
 from tenantguard.egress.check import EgressDenied
@@ -283,6 +283,7 @@ def call_tool(
                 call_hash=decision.call_hash,
                 arguments=body.arguments,
                 now=now,
+                on_new=lambda made: _announce(rt, tx, ctx, "approval.requested", made, now=now),
             )
     if refused is not None:  # audited (and a run out of budget stopped), committed
         raise refused
@@ -428,8 +429,32 @@ def _decide(
             raise CapabilityDenied(
                 "approvals:decide", "Approvals are decided by people, never by an API key."
             )
-        decided = store.decide_approval(tx, ctx, approval_id, approve=approve, now=rt.clock.now())
+        now = rt.clock.now()
+        decided = store.decide_approval(tx, ctx, approval_id, approve=approve, now=now)
+        _announce(rt, tx, ctx, "approval.decided", decided, now=now)
     return ApprovalOut.of(decided)
+
+
+def _announce(
+    rt: Runtime,
+    tx: Connection,
+    ctx: TenantContext,
+    event_type: str,
+    approval: store.Approval,
+    *,
+    now: datetime,
+) -> None:
+    """The approval's webhook event, queued in the transaction that made or decided it."""
+    data: dict[str, object] = {
+        "approval_id": str(approval.id),
+        "run_id": str(approval.run_id),
+        "tool": approval.tool,
+        "call_hash": approval.call_hash,
+        "status": approval.status,
+    }
+    if approval.decided_by is not None:
+        data["decided_by"] = approval.decided_by
+    webhook_endpoints.emit(tx, ctx, rt.keyring, event_type, data, now=now)
 
 
 @router.post("/api/approvals/{approval_id}/approve")
