@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, get_args
+from typing import Literal, NoReturn, get_args
 from uuid import UUID, uuid4
 
 from tenantguard.audit.store import record_action
@@ -150,28 +150,30 @@ def verify(
         )
     except NotFound as exc:
         raise WebhookSignatureInvalid() from exc
-    seconds = int(now.timestamp())
     if source.scheme == "stripe":
-        verified = verify_stripe(
-            [unsealed.value], headers.get("stripe-signature"), body, now=seconds
-        )
+        keys = [unsealed.value]
     else:
         try:
-            key = secret_bytes(unsealed.value.decode("utf-8"))
+            keys = [secret_bytes(unsealed.value.decode("utf-8"))]
         except (ValueError, UnicodeDecodeError) as exc:  # the vault holds no whsec_ secret
             raise WebhookSignatureInvalid() from exc
-        verified = verify_standard([key], headers, body, now=seconds)
-    return verified, unsealed.audited
+    return _check(source.scheme, keys, headers, body, now=now), unsealed.audited
 
 
-def check_unknown(scheme: str, headers: dict[str, str], body: bytes, *, now: datetime) -> None:
-    """Refuse a request for a source that does not exist as one that does would be refused by
-    a key that matches nothing: its form and time first, then its signature. Always raises."""
+def _check(
+    scheme: str, keys: list[bytes], headers: dict[str, str], body: bytes, *, now: datetime
+) -> Verified:
+    """The one dispatch on the scheme: a known source's keys, or none for an unknown one."""
     seconds = int(now.timestamp())
     if scheme == "stripe":
-        verify_stripe([], headers.get("stripe-signature"), body, now=seconds)
-    else:
-        verify_standard([], headers, body, now=seconds)
+        return verify_stripe(keys, headers.get("stripe-signature"), body, now=seconds)
+    return verify_standard(keys, headers, body, now=seconds)
+
+
+def check_unknown(scheme: str, headers: dict[str, str], body: bytes, *, now: datetime) -> NoReturn:
+    """Refuse a request for a source that does not exist as one that does would be refused by
+    a key that matches nothing: its form and time first, then its signature. Always raises."""
+    _check(scheme, [], headers, body, now=now)
     raise WebhookSignatureInvalid()  # pragma: no cover - no key verifies anything
 
 

@@ -95,11 +95,14 @@ def secret_bytes(secret: str) -> bytes:
     return key
 
 
+def _mac(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
+    """HMAC-SHA256 over `id.timestamp.body`: what both signing and verifying compute."""
+    return hmac.new(key, f"{msg_id}.{timestamp}.".encode("ascii") + body, hashlib.sha256).digest()
+
+
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """One `v1,<base64>` signature."""
-    content = f"{msg_id}.{timestamp}.".encode("ascii") + body
-    digest = hmac.new(key, content, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode("ascii")
+    return "v1," + base64.b64encode(_mac(key, msg_id, timestamp, body)).decode("ascii")
 
 
 def signature_header(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
@@ -151,10 +154,7 @@ def verify_standard(
         if base64.b64encode(decoded).decode("ascii") != value:  # one spelling per signature
             raise WebhookMalformed()
         offered.append(decoded)
-    expected = [
-        hmac.new(key, f"{msg_id}.{timestamp}.".encode("ascii") + body, hashlib.sha256).digest()
-        for key in keys
-    ]
+    expected = [_mac(key, msg_id, timestamp, body) for key in keys]
     if not any(hmac.compare_digest(o, e) for o in offered for e in expected):
         raise WebhookSignatureInvalid()
     return Verified(msg_id, timestamp)
