@@ -102,6 +102,14 @@ SENSITIVE_ACTIONS = frozenset(
     }
 )
 
+# Actions a POST performs with no effect beyond its audit event: reads that need a body. A
+# repeat runs again, so consent and policy are checked anew (an operator's read after the
+# tenant opted out is refused); their answers, which are the data itself, are never kept
+# under an Idempotency-Key.
+REPEATABLE_ACTIONS = frozenset(
+    {"platform:tenant_data:read", "pii:scan", "pii:redact", "pii:reidentify"}
+)
+
 ROLES = ("owner", "admin", "member", "auditor")  # tenant roles
 PLATFORM_ROLES = ("operator",)  # the platform realm's only role
 _READS = frozenset(a for a in TENANT_ACTIONS if a.endswith(":read"))

@@ -11,8 +11,10 @@ key for its tenant and principal before its handler runs. What it then finds dec
     the same request, which never finished -> 409 `idempotency_interrupted`: its effects, if
                                                any, stand; it is never run a second time
 
-"The same request" is the same method, path, query, content type and body bytes
-(`fingerprint`). Keys are scoped per tenant and per principal: another person or key of the
+"The same request" is the same method, path, query, content type, body bytes and
+`X-Tenantguard-*` headers (`fingerprint`). An answer of 429 or 5xx is not kept: the key is
+released, and a retry runs (those answers leave no effect: a refusal rolls its transaction
+back). Keys are scoped per tenant and per principal: another person or key of the
 same tenant using the same key makes a request of its own, and never sees the first one's
 answer (which may hold a secret shown once).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +32,7 @@ from tenantguard.errors import Conflict, RequestInvalid
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "idempotent-replayed"
 METHODS = frozenset({"POST", "PATCH"})  # the methods HTTP does not make idempotent
+GATEWAY_HEADERS = b"x-tenantguard-"  # headers that change what a request means
 # Visible ASCII, 1 to 255 characters: a UUID, a ULID, a client's own job id.
 _KEY = re.compile(r"[!-~]{1,255}")
 # How long a claim may stay unanswered before it is taken for interrupted: longer than any
@@ -83,11 +87,24 @@ def parse_key(values: list[str]) -> str | None:
     return values[0]
 
 
-def fingerprint(method: str, path: str, query: bytes, content_type: bytes, body: bytes) -> bytes:
-    """A SHA-256 of what makes a request the request it is; each part length-prefixed, so no
-    two different requests share an encoding."""
+def fingerprint(
+    method: str,
+    path: str,
+    query: bytes,
+    content_type: bytes,
+    body: bytes,
+    *,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> bytes:
+    """A SHA-256 of what makes a request the request it is: its method, path, query, content
+    type, body, and the gateway's own headers (`X-Tenantguard-*`: the run a model call counts
+    against), each part length-prefixed, so no two different requests share an encoding."""
     digest = hashlib.sha256(b"tenantguard.idempotency.v1")
-    for part in (method.encode("ascii"), path.encode("utf-8"), query, content_type, body):
+    ours = sorted((n.lower(), v) for n, v in headers if n.lower().startswith(GATEWAY_HEADERS))
+    parts = [method.encode("ascii"), path.encode("utf-8"), query, content_type, body]
+    for name, value in ours:
+        parts += [name, value]
+    for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.digest()

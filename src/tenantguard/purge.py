@@ -8,7 +8,8 @@ steps that can each run again, and checked afterwards by a count that must find 
     3. objects   the tenant's artifacts in the store, and its directory under the data root
     4. rows      every row of every tenant table (`purge_tenant_rows`: only in the tenant's
                  own context, only once the purge is recorded and the keys destroyed; the
-                 tenant's audit chain included: its head is kept in the tombstone)
+                 tenant's audit chain included: its head is kept in the tombstone), and the
+                 kept answers of operators' requests about the tenant (platform realm)
     5. check     `tenant_row_counts` finds no row, the store no object, the disk no file;
                  then the tombstone: the record marked done with its report, and
                  `tenant.purged` audited in the platform chain
@@ -59,6 +60,11 @@ class PurgeReport:
         return not self.left
 
 
+def _operator_paths(tenant_id: UUID) -> str:
+    """Operators' requests about the tenant, whose kept answers live in the platform realm."""
+    return f"/api/operator/tenants/{tenant_id}/%"  # a UUID holds no LIKE wildcard
+
+
 def tenant_directory(data_root: Path, tenant_id: UUID) -> Path:
     return data_root / "orgs" / str(tenant_id)
 
@@ -92,6 +98,13 @@ class Purger:
                 ).fetchall()
                 if int(n)
             }
+        with self.db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+            kept = tx.execute(
+                "DELETE FROM tenantguard.idempotency_keys WHERE tenant_id = %s AND path LIKE %s",
+                (PLATFORM_TENANT_ID, _operator_paths(tenant_id)),
+            ).rowcount
+        if kept:
+            rows["platform_idempotency_keys"] = kept
         left = self.check(tenant_id)
         report = PurgeReport(tenant_id, rows, objects, destroyed, left)
         if left:
@@ -110,6 +123,14 @@ class Purger:
                     (tenant_id,),
                 ).fetchall()
             }
+        with self.db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+            kept = tx.execute(
+                "SELECT count(*) FROM tenantguard.idempotency_keys WHERE tenant_id = %s"
+                " AND path LIKE %s",
+                (PLATFORM_TENANT_ID, _operator_paths(tenant_id)),
+            ).fetchone()
+        if kept is not None and int(kept[0]):
+            left["platform_idempotency_keys"] = int(kept[0])
         objects = self.store.keys(object_key(tenant_id))
         if objects:
             left["objects"] = len(objects)

@@ -4,7 +4,8 @@ what is older.
     kind                 kept by default   what expires
     memory_versions      365 days          versions older than it (never an entry's current
                                            one), and entries deleted longer ago, whole
-    run_events           365 days          run events older than it
+    run_events           365 days          run events older than it (never a run's newest:
+                                           events are numbered after it)
     artifacts            forever           artifacts older than it (row, then sealed bytes)
     webhook_deliveries   30 days           finished deliveries (and their attempt logs)
     webhook_receipts     30 days           inbound webhooks kept after verification
@@ -15,7 +16,7 @@ what is older.
 Each tenant sets its own (`PUT /api/admin/retention`, days from 1 to 36,500, or null for
 "until deleted"). The job also clears, for every tenant, what has expired by itself: kept
 idempotency answers, OIDC and SAML sign-in states and magic links a day past their expiry,
-SAML assertion ids past theirs (replay detection needs them only until then), and quota
+SAML assertion ids a day past theirs (replay detection needs them only until then), and quota
 windows that have ended. It works tenant by tenant in the tenant's own context, in batches of
 `batch` rows per transaction (a long backlog never holds one long transaction), and audits
 what it deleted (`retention.expired`, counts per kind) when it deleted anything.
@@ -123,9 +124,11 @@ _BATCHED: dict[str, str] = {
         " AND v.changed_at < %(cutoff)s AND v.version < e.version AND e.deleted_at IS NULL"
         " LIMIT %(batch)s) RETURNING 1"
     ),
-    "run_events": (
-        "DELETE FROM tenantguard.run_events WHERE ctid IN (SELECT ctid FROM tenantguard.run_events"
-        " WHERE tenant_id = %(t)s AND created_at < %(cutoff)s LIMIT %(batch)s) RETURNING 1"
+    "run_events": (  # never a run's newest event: the next one is numbered after it
+        "DELETE FROM tenantguard.run_events WHERE ctid IN (SELECT e.ctid FROM"
+        " tenantguard.run_events e WHERE e.tenant_id = %(t)s AND e.created_at < %(cutoff)s"
+        " AND e.seq < (SELECT max(n.seq) FROM tenantguard.run_events n"
+        "  WHERE n.tenant_id = e.tenant_id AND n.run_id = e.run_id) LIMIT %(batch)s) RETURNING 1"
     ),
     "webhook_receipts": (
         "DELETE FROM tenantguard.webhook_receipts WHERE ctid IN (SELECT ctid FROM"
@@ -147,7 +150,12 @@ class Expiry:
         """One pass over every tenant; the totals deleted, per kind."""
         totals: dict[str, int] = {}
         for tenant_id in tenant_ids(self.db):
-            for kind, n in self.run_tenant(tenant_id).items():
+            try:
+                done = self.run_tenant(tenant_id)
+            except Exception:  # noqa: BLE001 (one tenant's failure never starves the others)
+                _log.exception("retention.tenant_failed", tenant_id=str(tenant_id))
+                continue
+            for kind, n in done.items():
                 totals[kind] = totals.get(kind, 0) + n
         return totals
 
@@ -257,21 +265,28 @@ class Expiry:
                 return total
 
     def _artifacts(self, tenant_id: UUID, cutoff: datetime) -> int:
-        """Rows first (a listed artifact always has its bytes), then the sealed bytes."""
+        """The sealed bytes first, then the rows: a failure in between leaves a row whose bytes
+        are gone (its download is a 404), which the next pass deletes; never bytes no row
+        points to."""
         total = 0
         while True:
             with self.db.tenant_transaction(tenant_id) as tx:
                 ids = [
                     r[0]
                     for r in tx.execute(
-                        "DELETE FROM tenantguard.artifacts WHERE ctid IN (SELECT ctid FROM"
-                        " tenantguard.artifacts WHERE tenant_id = %s AND created_at < %s"
-                        " LIMIT %s) RETURNING id",
+                        "SELECT id FROM tenantguard.artifacts WHERE tenant_id = %s"
+                        " AND created_at < %s ORDER BY created_at, id LIMIT %s",
                         (tenant_id, cutoff, self.batch),
                     ).fetchall()
                 ]
             for artifact_id in ids:
                 self.store.delete(object_key(tenant_id, artifact_id))
+            if ids:
+                with self.db.tenant_transaction(tenant_id) as tx:
+                    tx.execute(
+                        "DELETE FROM tenantguard.artifacts WHERE tenant_id = %s AND id = ANY (%s)",
+                        (tenant_id, ids),
+                    )
             total += len(ids)
             if len(ids) < self.batch:
                 return total
@@ -282,7 +297,8 @@ class Expiry:
         statements = {  # name: (table, the time column, expired at or before)
             "idempotency_keys": ("idempotency_keys", "expires_at", now),
             "quota_windows": ("quota_state", "expires_at", now),
-            "saml_assertions": ("saml_assertions", "expires_at", now),
+            # Kept a day past their expiry: an assertion is accepted a little after it (leeway).
+            "saml_assertions": ("saml_assertions", "expires_at", stale),
             "saml_logins": ("saml_logins", "expires_at", stale),
             "oidc_logins": ("oidc_logins", "expires_at", stale),
             "magic_links": ("magic_links", "expires_at", stale),

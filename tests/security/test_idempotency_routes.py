@@ -12,6 +12,7 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
+from tenantguard.authz import REPEATABLE_ACTIONS
 from tenantguard.context import PLATFORM_TENANT_ID
 from tenantguard.gateway.auth import Operation
 from tenantguard.idempotency import METHODS
@@ -29,7 +30,9 @@ from tests.security.conftest import (
 from tests.support import bearer
 
 SignIn = Callable[..., tuple[users.User, Issued]]
-KEYED = [op for op in API_OPERATIONS + PLATFORM_OPERATIONS if op.method in METHODS]
+GUARDED_WRITES = [op for op in API_OPERATIONS + PLATFORM_OPERATIONS if op.method in METHODS]
+KEYED = [op for op in GUARDED_WRITES if op.actions[0] not in REPEATABLE_ACTIONS]
+REPEATABLE = [op for op in GUARDED_WRITES if op.actions[0] in REPEATABLE_ACTIONS]
 
 
 def test_the_keyed_routes_are_every_guarded_post_and_patch() -> None:
@@ -38,6 +41,7 @@ def test_the_keyed_routes_are_every_guarded_post_and_patch() -> None:
     assert len(KEYED) >= 20
     assert {op.method for op in KEYED} == METHODS
     assert all((op.method, op.path) not in PUBLIC for op in KEYED)
+    assert {op.actions[0] for op in REPEATABLE} == REPEATABLE_ACTIONS
 
 
 def _audit_count(owner_in: Callable[[UUID], Any], *tenants: UUID) -> int:
@@ -78,3 +82,24 @@ def test_a_repeat_is_the_first_answer_and_has_no_effect(
     )
     assert other.status_code == 422, other.text
     assert other.json()["code"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize("op", REPEATABLE, ids=op_id)
+def test_a_read_by_post_runs_again_and_keeps_nothing(
+    op: Operation, client: TestClient, world: World, sign_in_operator: SignIn
+) -> None:
+    """A read that needs a body is not kept: a repeat under the same key runs again (consent
+    and policy checked anew, audited anew), and its answer, the data, is stored nowhere."""
+    if op in PLATFORM_OPERATIONS:
+        _, operator = sign_in_operator()
+        headers = bearer(operator.access_token)
+    else:
+        headers = World.headers(world.a)
+    keyed = {**headers, "Idempotency-Key": f"read-{op.path}"}
+    url, body = world.fill(op.path), example_body(op)
+    for _ in range(2):
+        answer = client.request(op.method, url, json=body, headers=keyed)
+        assert answer.status_code < 500, answer.text
+        assert "idempotent-replayed" not in answer.headers
+    other = client.request(op.method, url, json={**(body or {}), "x": 1}, headers=keyed)
+    assert other.json().get("code") != "idempotency_key_reused"

@@ -13,9 +13,10 @@ artifact's URL, or changed in any bit, fails as `signed_url_invalid`; an authent
 its expiry is `signed_url_expired`. Shredding the tenant's keys kills every URL at once. URLs
 last 5 minutes unless asked otherwise, at most `url_max_seconds`. Nothing is ever public.
 
-**Consistency.** The sealed bytes are stored before the row is written: a listed artifact
-always has its bytes. If the row cannot be written, the bytes are deleted again; if even that
-fails, they stay unreadable (sealed, no row) until the tenant's purge, which lists the store.
+**Consistency.** The sealed bytes are stored before the row is written, and deleted before
+it is (by a person or by retention): bytes without a row arise only when a failed upload's
+clean-up fails too, and stay unreadable (sealed, no row) until the tenant's purge, which
+lists the store.
 """
 
 from __future__ import annotations
@@ -195,14 +196,18 @@ class Artifacts:
             return _get(tx, ctx.tenant_id, artifact_id)
 
     def delete(self, ctx: TenantContext, artifact_id: UUID) -> None:
-        """Remove the row (audited), then the bytes."""
+        """Remove the bytes, then the row (audited): a failure in between leaves a row whose
+        download is a 404 and whose deletion can be repeated, never bytes without a row."""
+        with self.db.tenant_transaction(ctx.tenant_id) as tx:
+            _get(tx, ctx.tenant_id, artifact_id)  # another tenant's: 404, as missing
+        self.store.delete(object_key(ctx.tenant_id, artifact_id))
         with self.db.tenant_transaction(ctx.tenant_id) as tx:
             gone = tx.execute(
                 "DELETE FROM tenantguard.artifacts WHERE tenant_id = %s AND id = %s RETURNING id",
                 (ctx.tenant_id, artifact_id),
             ).fetchone()
             if gone is None:
-                raise NotFound()
+                raise NotFound()  # deleted meanwhile
             record_action(
                 tx,
                 ctx,
@@ -211,7 +216,6 @@ class Artifacts:
                 target_id=str(artifact_id),
                 now=self.clock.now(),
             )
-        self.store.delete(object_key(ctx.tenant_id, artifact_id))
 
     def signed_url(
         self, ctx: TenantContext, artifact_id: UUID, seconds: int = DEFAULT_URL_SECONDS

@@ -111,6 +111,15 @@ def interrupt(tx: Connection, held: Claim) -> None:
     )
 
 
+def release(tx: Connection, held: Claim) -> None:
+    """Give the key back (the request was refused with no effect): a retry runs afresh."""
+    tx.execute(
+        "DELETE FROM tenantguard.idempotency_keys WHERE tenant_id = %s AND id = %s"
+        " AND state = 'in_progress'",
+        (held.tenant_id, held.id),
+    )
+
+
 def expire(tx: Connection, tenant_id: UUID, now: datetime) -> int:
     """Delete the tenant's records past their retention; how many."""
     gone = tx.execute(

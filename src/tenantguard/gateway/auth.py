@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import Request
 
 from tenantguard.audit.store import AuditRecord, append, record_action
-from tenantguard.authz import ACTIONS, SENSITIVE_ACTIONS, in_realm
+from tenantguard.authz import ACTIONS, REPEATABLE_ACTIONS, SENSITIVE_ACTIONS, in_realm
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.errors import CapabilityDenied, InvalidCredentials, RateLimited, StepUpRequired
 from tenantguard.gateway import idempotency
@@ -134,8 +134,10 @@ class Authorize:
                 request_id=rid,
             )
             raise
-        # A repeat of a keyed POST or PATCH is answered from its record, charged as a request.
-        idempotency.begin(rt, ctx, request)
+        # A repeat of a keyed POST or PATCH is answered from its record, charged as a request
+        # (a read by POST runs again instead: its consent and policy are checked anew).
+        if self.action not in REPEATABLE_ACTIONS:
+            idempotency.begin(rt, ctx, request)
         return ctx
 
 

@@ -83,6 +83,10 @@ class Held:
         with self.rt.db.tenant_transaction(self.ctx.tenant_id) as tx:
             store.interrupt(tx, self.claim)
 
+    def release(self) -> None:
+        with self.rt.db.tenant_transaction(self.ctx.tenant_id) as tx:
+            store.release(tx, self.claim)
+
 
 def begin(rt: Runtime, ctx: TenantContext, request: Request) -> None:
     """Claim the request's key, if it carries one; raise `Replayed` for a repeat, or the
@@ -144,7 +148,12 @@ class IdempotencyMiddleware:
             scope.setdefault("state", {})[_PENDING] = Pending(
                 key=key,
                 fingerprint=fingerprint(
-                    scope["method"], scope["path"], scope["query_string"], content_type, body
+                    scope["method"],
+                    scope["path"],
+                    scope["query_string"],
+                    content_type,
+                    body,
+                    headers=scope["headers"],
                 ),
                 method=scope["method"],
                 path=scope["path"],
@@ -191,9 +200,12 @@ async def _finish(
     held: Held, status: int, headers: list[tuple[bytes, bytes]], kept: list[bytes], size: int
 ) -> None:
     """Keep the answer before its last byte is sent: a client that saw it and repeats the
-    request finds it. Too large to keep: interrupted."""
+    request finds it. Too large to keep: interrupted. A 429 or 5xx: released, not kept."""
     if size > MAX_KEPT_BYTES:
         await _settle(held.interrupt)
+        return
+    if status == 429 or status >= 500:  # a refusal, rolled back: the retry should run
+        await _settle(held.release)
         return
     answer = Stored(status, kept_headers(headers), b"".join(kept))
     await _settle(lambda: held.complete(answer))

@@ -107,11 +107,17 @@ class Deliverer:
         return made
 
     def run_tenant(self, tenant_id: UUID) -> int:
-        """Send what is due of one tenant's; the number of attempts made."""
-        claimed = self.claim(tenant_id)
-        for delivery in claimed:
+        """Send what is due of one tenant's; the number of attempts made. A delivery whose
+        lease would run out before its send could time out is left alone: another worker may
+        take it once the lease ends, and must be the only one to send it."""
+        made = 0
+        for delivery in self.claim(tenant_id):
+            if self.clock.now() + timedelta(seconds=self.timeout + 1) >= delivery.lease_until:
+                _log.info("webhook.lease_short", delivery_id=str(delivery.id))
+                continue
             self.record(delivery, self.send(delivery))
-        return len(claimed)
+            made += 1
+        return made
 
     def claim(self, tenant_id: UUID) -> list[Claimed]:
         now = self.clock.now()
