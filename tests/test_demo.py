@@ -22,4 +22,6 @@ def test_demo_passes_every_check_and_stops_everything(tmp_path: Path) -> None:
     assert "Tenant B tries to GET A's memory entry" in report
     assert "A's signed Merkle checkpoints and proofs verify independently" in report
     assert "An operator cannot read A's data without A's opt-in" in report
+    assert "A's link is refused under B's tenant, and when tampered with" in report
+    assert "Tenant B is purged: nothing of it is left anywhere" in report
     assert processes_mentioning(str(root / "pg")) == []

@@ -1,4 +1,5 @@
-"""The guided demo: a gateway with two tenants, attacks refused, audit verified.
+"""The guided demo: a gateway with two tenants, attacks refused, audit verified, and at the
+end one tenant purged.
 
 It starts the embedded database and the real gateway (uvicorn on a loopback port), drives it
 over HTTP like a client would, and prints what it saw. Every line of the report is a check
@@ -33,6 +34,7 @@ from tenantguard.audit import merkle, verify_tenant
 from tenantguard.clock import SystemClock
 from tenantguard.context import PLATFORM_TENANT_ID, Principal, TenantContext
 from tenantguard.crypto import signing
+from tenantguard.crypto.keyring import open_keyring
 from tenantguard.data.tenants import NewTenant, create_tenant
 from tenantguard.db import Database, endpoints
 from tenantguard.db.doctor import examine
@@ -41,6 +43,7 @@ from tenantguard.gateway import create_app
 from tenantguard.identity import totp, users
 from tenantguard.logs import configure_logging
 from tenantguard.mail import OutboxMailer
+from tenantguard.purge import Purger
 from tenantguard.settings import LogConfig, Settings
 
 _DEMO = Principal(type="system", id="demo")
@@ -313,6 +316,51 @@ def _personal_data(base: str, a: NewTenant, b: NewTenant, report: Report) -> Non
         )
 
 
+def _data_in_and_out(base: str, a: NewTenant, b: NewTenant, report: Report) -> None:
+    """A's artifact: sealed, downloaded only through its signed link, which B cannot use;
+    and a client's retry with an Idempotency-Key that does not write twice."""
+    with _client(base, a.admin_key.secret) as ca, _client(base, b.admin_key.secret) as cb:
+        made = ca.post(
+            "/api/artifacts",
+            params={"name": "contract.pdf"},
+            content=b"%PDF-1.7 Acme's signed contract",
+            headers={"Content-Type": "application/pdf"},
+        ).json()
+        link = ca.post(f"/api/artifacts/{made['id']}/url", json={}).json()["url"]
+        mine = httpx.get(base + link)
+        report.check(
+            "A's artifact downloads through its signed link (and no other way)",
+            mine.status_code == 200
+            and mine.content.startswith(b"%PDF")
+            and cb.get(f"/api/artifacts/{made['id']}").status_code == 404,
+            f"HTTP {mine.status_code}, {len(mine.content)} bytes",
+        )
+        token = link.rsplit("token=", 1)[1]
+        path = link.split("?", 1)[0]
+        other_tenant = httpx.get(
+            f"{base}/api/artifact-downloads/{b.tenant_id}/{made['id']}", params={"token": token}
+        )
+        tampered = httpx.get(
+            base + path, params={"token": token[:-2] + ("AA" if token[-2:] != "AA" else "BB")}
+        )
+        report.check(
+            "A's link is refused under B's tenant, and when tampered with",
+            other_tenant.status_code == tampered.status_code == 403,
+            f"{other_tenant.json().get('code')}, {tampered.json().get('code')}",
+        )
+        keyed = {"Idempotency-Key": f"demo-{uuid4()}"}
+        entry = {"key": "retry", "content": "written once"}
+        first = ca.post("/api/memory", json=entry, headers=keyed)
+        again = ca.post("/api/memory", json=entry, headers=keyed)
+        report.check(
+            "A retried write with its Idempotency-Key is answered, not written again",
+            first.status_code == again.status_code == 201
+            and again.headers.get("idempotent-replayed") == "true"
+            and again.json()["id"] == first.json()["id"],
+            f"HTTP {first.status_code} then replayed {again.headers.get('idempotent-replayed')}",
+        )
+
+
 def _audit_evidence(base: str, a: NewTenant, report: Report) -> None:
     """A signed checkpoint of A's log, checked the way an outside auditor would: the note's
     signature against the public JWKS, and inclusion and consistency proofs against its root,
@@ -367,6 +415,34 @@ def _audit_evidence(base: str, a: NewTenant, report: Report) -> None:
     report.check("A's signed Merkle checkpoints and proofs verify independently", passed, seen)
 
 
+def _purge(
+    settings: Settings, db: Database, b: NewTenant, clock: SystemClock, report: Report
+) -> None:
+    """B leaves: purged (keys shredded, artifacts, files and rows deleted, checked); the
+    platform's chain keeps the tombstone and still verifies."""
+    ring = open_keyring(settings, clock=clock)
+    store = settings.object_store()
+    actor = TenantContext(PLATFORM_TENANT_ID, _DEMO, frozenset(), "demo-purge")
+    try:
+        done = Purger(db, ring, store, settings.data_root, clock).purge(actor, b.tenant_id)
+    finally:
+        store.close()
+        ring.close()
+    report.check(
+        "Tenant B is purged: nothing of it is left anywhere",
+        done.verified and not done.left,
+        f"{sum(done.rows.values())} rows in {len(done.rows)} tables, "
+        f"{done.keys_destroyed} data keys destroyed",
+    )
+    with db.tenant_transaction(PLATFORM_TENANT_ID) as tx:
+        verdict = verify_tenant(tx, tenant_id=PLATFORM_TENANT_ID)
+    report.check(
+        "The platform's chain keeps B's tombstone and verifies",
+        verdict.ok,
+        f"{verdict.checked} events",
+    )
+
+
 def run_demo(*, data_root: Path | None, console: Console) -> bool:
     """Run the demo; print the report; return whether every check passed."""
     temporary = data_root is None
@@ -400,6 +476,7 @@ def run_demo(*, data_root: Path | None, console: Console) -> bool:
                 _vault_and_people(base, a=a, b=b, root=root, db=db, clock=clock, report=report)
                 _operator_access(base, a=a, root=root, db=db, clock=clock, report=report)
                 _personal_data(base, a, b, report)
+                _data_in_and_out(base, a, b, report)
                 _audit_evidence(base, a, report)
             with db.system_transaction() as tx:
                 doctor = examine(tx)
@@ -418,6 +495,7 @@ def run_demo(*, data_root: Path | None, console: Console) -> bool:
                 report.check(
                     f"Audit chain of {label} verifies", verdict.ok, f"{verdict.checked} events"
                 )
+            _purge(settings, db, b, clock, report)
     except KeyboardInterrupt:
         # The with-blocks above have already stopped the gateway, the pool and the server.
         console.print("interrupted: the gateway and the embedded database are stopped.")
