@@ -63,6 +63,17 @@ CONTROLS: tuple[dict[str, Any], ...] = (
         "nist_ai_rmf": ["GOVERN 6.1"],
     },
     {
+        "control": "retention-and-deletion",
+        "what": "Retention per tenant and kind of data, applied by an audited expiry job; a "
+        "tenant's purge destroys its data keys first, then its objects, files and rows, and "
+        "is closed by a check that finds nothing, with a tombstone in the platform's chain.",
+        "evidence": ["audit/segment.jsonl", "security_tests.json"],
+        "soc2": ["CC6.5", "C1.2"],
+        "iso42001": [],
+        "eu_ai_act": ["Art. 10(5)"],
+        "nist_ai_rmf": ["GOVERN 1.7"],
+    },
+    {
         "control": "security-testing",
         "what": "Security suites on every build: isolation over every route and table, the "
         "authorisation matrix, token and SSO attacks, audit tampering.",
