@@ -211,53 +211,45 @@ class Expiry:
 
     def _deleted_entries(self, tenant_id: UUID, cutoff: datetime) -> int:
         """Entries deleted before the cutoff, with every version of them."""
-        total = 0
-        while True:
-            with self.db.tenant_transaction(tenant_id) as tx:
-                ids = [
-                    r[0]
-                    for r in tx.execute(
-                        "SELECT id FROM tenantguard.memory_entries WHERE tenant_id = %s"
-                        " AND deleted_at < %s LIMIT %s",
-                        (tenant_id, cutoff, self.batch),
-                    ).fetchall()
-                ]
-                if ids:
-                    tx.execute(
-                        "DELETE FROM tenantguard.memory_versions WHERE tenant_id = %s"
-                        " AND entry_id = ANY (%s)",
-                        (tenant_id, ids),
-                    )
-                    tx.execute(
-                        "DELETE FROM tenantguard.memory_entries WHERE tenant_id = %s"
-                        " AND id = ANY (%s)",
-                        (tenant_id, ids),
-                    )
-            total += len(ids)
-            if len(ids) < self.batch:
-                return total
+        return self._with_children(
+            tenant_id, cutoff, ("memory_entries", "deleted_at"), ("memory_versions", "entry_id")
+        )
 
     def _deliveries(self, tenant_id: UUID, cutoff: datetime) -> int:
+        """Deliveries finished before the cutoff, with their attempt logs."""
+        return self._with_children(
+            tenant_id,
+            cutoff,
+            ("webhook_deliveries", "finished_at"),
+            ("webhook_attempts", "delivery_id"),
+        )
+
+    def _with_children(
+        self,
+        tenant_id: UUID,
+        cutoff: datetime,
+        parent: tuple[str, str],
+        child: tuple[str, str],
+    ) -> int:
+        """Rows of `parent` (table, time column) older than the cutoff, each batch with the
+        rows of `child` (table, column naming the parent's id) in the same transaction."""
+        (table, column), (child_table, child_key) = parent, child
+        # The names are the constants above, never input.
+        select = (
+            f"SELECT id FROM tenantguard.{table} WHERE tenant_id = %s AND {column} < %s LIMIT %s"
+        )
         total = 0
         while True:
             with self.db.tenant_transaction(tenant_id) as tx:
-                ids = [
-                    r[0]
-                    for r in tx.execute(
-                        "SELECT id FROM tenantguard.webhook_deliveries WHERE tenant_id = %s"
-                        " AND finished_at < %s LIMIT %s",
-                        (tenant_id, cutoff, self.batch),
-                    ).fetchall()
-                ]
+                ids = [r[0] for r in tx.execute(select, (tenant_id, cutoff, self.batch))]
                 if ids:
                     tx.execute(
-                        "DELETE FROM tenantguard.webhook_attempts WHERE tenant_id = %s"
-                        " AND delivery_id = ANY (%s)",
+                        f"DELETE FROM tenantguard.{child_table} WHERE tenant_id = %s"
+                        f" AND {child_key} = ANY (%s)",
                         (tenant_id, ids),
                     )
                     tx.execute(
-                        "DELETE FROM tenantguard.webhook_deliveries WHERE tenant_id = %s"
-                        " AND id = ANY (%s)",
+                        f"DELETE FROM tenantguard.{table} WHERE tenant_id = %s AND id = ANY (%s)",
                         (tenant_id, ids),
                     )
             total += len(ids)
